@@ -1,0 +1,98 @@
+"""Start a worker module under torchrun from Python and collect rank 0's results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+WORKER_MODULES = ("ddp", "local_sgd", "sharding", "tuning")
+
+# Output lines of torchrun and Python that differ from run to run and say
+# nothing about the training (banner, OMP notice, elastic agent logs).
+_NOISE_MARKERS = ("*****", "OMP_NUM_THREADS", "torch.distributed.elastic", "Setting OMP")
+
+
+@dataclass
+class WorkerRun:
+    """A finished torchrun launch: the command, exit status, output and rank 0's JSON."""
+
+    command: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    results: dict = field(default_factory=dict)
+
+    def rank0_lines(self) -> list[str]:
+        """Return rank 0's output lines without torchrun's banner and log noise."""
+        return [
+            line for line in self.stdout.splitlines()
+            if line.strip() and not any(marker in line for marker in _NOISE_MARKERS)
+        ]
+
+
+def torchrun_command(
+    module: str,
+    args: Sequence[str] = (),
+    nproc: int = 2,
+    max_restarts: int = 0,
+    rank0_only: bool = True,
+) -> list[str]:
+    """Return the command line that starts ``helpers.distributed.<module>`` on ``nproc`` local processes.
+
+    It calls torchrun as ``sys.executable -m torch.distributed.run`` so that it
+    works whether or not the virtual environment is on PATH.
+    """
+    if module not in WORKER_MODULES:
+        raise ValueError(f"unknown worker module {module!r}; expected one of {WORKER_MODULES}")
+    if not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc must be a positive integer, got {nproc!r}")
+    if not isinstance(max_restarts, int) or max_restarts < 0:
+        raise ValueError(f"max_restarts must be a non-negative integer, got {max_restarts!r}")
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--standalone", f"--nproc_per_node={nproc}", f"--max-restarts={max_restarts}",
+    ]
+    if rank0_only:
+        command.append("--local-ranks-filter=0")
+    return [*command, "-m", f"helpers.distributed.{module}", *map(str, args)]
+
+
+def run_workers(
+    module: str,
+    args: Sequence[str] = (),
+    nproc: int = 2,
+    max_restarts: int = 0,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 300,
+    rank0_only: bool = True,
+    check: bool = True,
+) -> WorkerRun:
+    """Run a worker module under torchrun and return its output and rank 0's JSON results.
+
+    ``env`` adds environment variables (for example fault injection) to this
+    process's environment. The run is killed after ``timeout_s`` seconds.
+    With ``check`` a non-zero exit raises ``RuntimeError`` carrying the
+    output's tail.
+    """
+    with tempfile.TemporaryDirectory(prefix="torchrun-") as tmp:
+        out = Path(tmp) / "results.json"
+        command = torchrun_command(module, [*args, "--out", str(out)], nproc, max_restarts, rank0_only)
+        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # The ranks share the machine's cores, so one process gets all of
+        # them and two processes get half each: a fair 1-vs-N comparison.
+        child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+        completed = subprocess.run(
+            command, capture_output=True, text=True, env=child_env, timeout=timeout_s,
+        )
+        results = json.loads(out.read_text()) if out.exists() else {}
+    run = WorkerRun(command, completed.returncode, completed.stdout, completed.stderr, results)
+    if check and (completed.returncode != 0 or not results):
+        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-30:])
+        raise RuntimeError(f"torchrun {module} exited with status {completed.returncode}:\n{tail}")
+    return run
