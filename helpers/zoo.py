@@ -56,9 +56,9 @@ def trained_model(
 ) -> nn.Module:
     """Return a trained reference model in eval mode, training it if not cached.
 
-    The MLP reaches about 98.2% test accuracy, the CNN about 98.8% (CPU,
-    seed 0). Training takes roughly 6 s (MLP) or a minute (CNN) on 2 CPU
-    cores; the cached load takes well under a second.
+    Measured on 2 CPU cores with seed 0: the MLP reaches 98.2% test accuracy
+    in about 6 s of training, the CNN 99.0% in about 45 s; later calls load
+    the cached weights in milliseconds.
     """
     model = build_model(kind)
     root = Path(root) if root is not None else data.default_data_root()
