@@ -25,6 +25,7 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .bodylimit import BodyLimitMiddleware
 from .explain import METHODS
@@ -77,7 +78,11 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        route_limits={("POST", "/v1/models"): settings.max_artifact_bytes},
+    )
     app.state.settings = settings
     app.state.serving = serving
 
@@ -372,9 +377,9 @@ def _request_id(request: Request) -> str:
 def _as_http_error(error: Exception, request_id: str, admin: bool = False) -> HTTPException:
     """Map an exception to the HTTP error the client receives."""
     headers = {REQUEST_ID_HEADER: request_id}
-    if isinstance(error, HTTPException):
-        error.headers = {**(error.headers or {}), **headers}
-        return error
+    if isinstance(error, StarletteHTTPException):
+        # Raised by authorize(), the body-size limit or the form parser.
+        return HTTPException(error.status_code, error.detail, headers={**(error.headers or {}), **headers})
     if isinstance(error, InputError):
         return HTTPException(error.status, error.message, headers=headers)
     if isinstance(error, VersionNotFoundError):

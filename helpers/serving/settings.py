@@ -37,7 +37,8 @@ def default_registry_dir() -> Path:
 class ServingSettings:
     """Everything ``create_app`` needs; every field has a usable default.
 
-    Limits: ``max_body_bytes`` caps the raw request body (HTTP 413 above it),
+    Limits: ``max_body_bytes`` caps the raw request body (HTTP 413 above it)
+    except for model uploads, which ``max_artifact_bytes`` caps;
     ``max_images_per_request`` caps the images in one predict request (HTTP
     422 above it), ``max_image_side`` caps the width and height in pixels of
     an uploaded PNG/JPEG. Batching: with ``batching`` on, concurrent requests
@@ -55,6 +56,7 @@ class ServingSettings:
     max_batch_size: int = 64
     max_wait_ms: float = 2.0
     max_body_bytes: int = 2 * 1024 * 1024
+    max_artifact_bytes: int = 64 * 1024 * 1024
     max_images_per_request: int = 256
     max_image_side: int = 2048
     # With an empty registry, register the book's trained MLP and CNN
@@ -71,6 +73,7 @@ class ServingSettings:
         positive = {
             "max_batch_size": self.max_batch_size,
             "max_body_bytes": self.max_body_bytes,
+            "max_artifact_bytes": self.max_artifact_bytes,
             "max_images_per_request": self.max_images_per_request,
             "max_image_side": self.max_image_side,
             "explain_steps": self.explain_steps,
