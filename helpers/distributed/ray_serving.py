@@ -21,8 +21,16 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import ray
-from ray import serve
+import warnings
+
+from pydantic.warnings import PydanticDeprecatedSince20
+
+# Ray 2.60's Serve config models use pydantic v1-style Field arguments and
+# warn on import under pydantic 2; the warning is Ray's, not the caller's.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", PydanticDeprecatedSince20)
+    import ray
+    from ray import serve
 
 from ..serving import app as serving_app
 from ..serving.launch import free_port

@@ -61,14 +61,20 @@ def process_group() -> Iterator[WorkerContext]:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group(backend)
+    restart_count = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    # A fresh key prefix per restart attempt: without it a restarted rank
+    # could read the gloo address that a killed rank published before the
+    # restart and fail with "connection refused".
+    store = dist.PrefixStore(f"attempt{restart_count}/", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size)
     context = WorkerContext(
-        rank=dist.get_rank(),
+        rank=rank,
         local_rank=local_rank,
         world_size=world_size,
         device=device,
         backend=backend,
-        restart_count=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+        restart_count=restart_count,
     )
     try:
         yield context
