@@ -72,21 +72,24 @@ def run_workers(
     timeout_s: float = 300,
     rank0_only: bool = True,
     check: bool = True,
+    threads_per_process: int = 1,
 ) -> WorkerRun:
     """Run a worker module under torchrun and return its output and rank 0's JSON results.
 
     ``env`` adds environment variables (for example fault injection) to this
-    process's environment. The run is killed after ``timeout_s`` seconds.
+    process's environment. Each rank runs ``threads_per_process`` intra-op
+    threads (``OMP_NUM_THREADS``). The run is killed after ``timeout_s`` seconds.
     With ``check`` a non-zero exit raises ``RuntimeError`` carrying the
     output's tail.
     """
+    if not isinstance(threads_per_process, int) or threads_per_process < 1:
+        raise ValueError(f"threads_per_process must be a positive integer, got {threads_per_process!r}")
     with tempfile.TemporaryDirectory(prefix="torchrun-") as tmp:
         out = Path(tmp) / "results.json"
         command = torchrun_command(module, [*args, "--out", str(out)], nproc, max_restarts, rank0_only)
-        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        # The ranks share the machine's cores, so one process gets all of
-        # them and two processes get half each: a fair 1-vs-N comparison.
-        child_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+        # An explicit thread count per rank: ranks that each start one
+        # thread per core oversubscribe a shared machine badly.
+        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads_per_process), **(env or {})}
         completed = subprocess.run(
             command, capture_output=True, text=True, env=child_env, timeout=timeout_s,
         )

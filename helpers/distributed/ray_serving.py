@@ -24,11 +24,15 @@ from typing import Iterator
 import warnings
 
 from pydantic.warnings import PydanticDeprecatedSince20
+from tqdm import TqdmWarning
 
-# Ray 2.60's Serve config models use pydantic v1-style Field arguments and
-# warn on import under pydantic 2; the warning is Ray's, not the caller's.
+# Importing Ray 2.60 inside Jupyter emits three notices that concern Ray's
+# own packaging, not the caller: pydantic v1-style Field arguments, tqdm's
+# missing ipywidgets, and an INFO log line about the same ipywidgets.
+logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", PydanticDeprecatedSince20)
+    warnings.simplefilter("ignore", TqdmWarning)
     import ray
     from ray import serve
 
@@ -117,6 +121,11 @@ def serve_session(num_cpus: int = 2, port: int | None = None, object_store_mb: i
         with contextlib.suppress(Exception):
             serve.shutdown()
         ray.shutdown()
+
+
+def ray_is_running() -> bool:
+    """Return whether this process is connected to a Ray cluster."""
+    return ray.is_initialized()
 
 
 def deploy(settings: ServingSettings, settings_path: str | Path, num_replicas: int = 2, timeout_s: float = 120) -> None:

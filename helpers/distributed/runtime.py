@@ -19,7 +19,7 @@ from .. import data
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """Where this worker runs: its rank, the group size and its device."""
+    """The rank, group size, device and restart attempt of one worker process."""
 
     rank: int
     local_rank: int
@@ -88,6 +88,12 @@ def mnist_subset(n_train: int, n_test: int) -> tuple[torch.Tensor, torch.Tensor,
         raise ValueError(f"n_train must be in 1..60000, got {n_train}")
     if n_test < 1 or n_test > 10_000:
         raise ValueError(f"n_test must be in 1..10000, got {n_test}")
+    if dist.is_initialized():
+        # One rank fetches and extracts the archives; the others wait, so no
+        # two processes write the same files at once.
+        if dist.get_rank() == 0:
+            data.fetch_mnist()
+        dist.barrier()
     train_images, train_labels = data.mnist_tensors(True)
     test_images, test_labels = data.mnist_tensors(False)
     return (

@@ -2,7 +2,7 @@
 
 Three ways to hold the training state of the MLP on every rank:
 
-* DDP: every rank holds everything.
+* DDP: every rank stores all of it.
 * ZeRO-1 (``ZeroRedundancyOptimizer``): the Adam state is split across ranks
   by whole parameters.
 * FSDP (``fully_shard``, the ZeRO-3 idea): parameters, gradients and Adam

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-train", type=int, default=8192)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 512], help="samples per rank per step")
-    parser.add_argument("--bucket-caps", type=float, nargs="+", default=[25.0], help="DDP bucket sizes in MiB, timed at the first batch size")
+    parser.add_argument("--bucket-caps", type=float, nargs="+", default=[25.0], help="DDP bucket sizes in MiB: the last is used for every batch size, the others only with the first batch size")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON results written by rank 0")
