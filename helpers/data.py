@@ -116,6 +116,8 @@ def _fetch_archive(raw: Path, filename: str, md5: str, sources: list[str]) -> No
         except ChecksumError:
             tmp.unlink(missing_ok=True)
             raise
+        # mkstemp creates the file readable by its owner only.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
         return
 
