@@ -103,10 +103,13 @@ def pixels_from_image(data: bytes, filename: str, max_side: int) -> torch.Tensor
                 413, f"uploaded image {filename!r} is {width}x{height} pixels; the limit is {max_side}x{max_side}"
             )
         image.load()
+    except InputError:
+        raise
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as error:
-        if isinstance(error, InputError):
-            raise
-        raise InputError(422, f"uploaded file {filename!r} is not a decodable PNG or JPEG image ({error})") from None
+        # The exception text may contain object addresses, so only its type is shown.
+        raise InputError(
+            422, f"uploaded file {filename!r} is not a decodable PNG or JPEG image ({type(error).__name__})"
+        ) from None
 
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels count as background (white, before inversion).

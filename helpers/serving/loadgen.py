@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+import numpy as np
 
 
 @dataclass
@@ -26,6 +27,8 @@ class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # Responses per ``X-Model-Version`` header value (the serving model).
+    versions: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -43,13 +46,10 @@ class LoadResult:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
 
     def percentile(self, q: float) -> float:
-        """Return the ``q``-th latency percentile (0-100) in milliseconds."""
+        """Return the ``q``-th latency percentile (0-100) in milliseconds; NaN without responses."""
         if not self.latencies_ms:
             return float("nan")
-        if len(self.latencies_ms) == 1:
-            return self.latencies_ms[0]
-        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[min(98, max(0, int(q) - 1))] \
-            if q < 100 else max(self.latencies_ms)
+        return float(np.percentile(self.latencies_ms, q))
 
     def summary(self) -> dict[str, float]:
         """Return concurrency, requests, failures, throughput, p50 and p99."""
@@ -80,17 +80,23 @@ def json_body(payload: object) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, str | None]:
+    """Return the status and the ``X-Model-Version`` header of one response."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     length = 0
+    version = None
     for line in lines[1:]:
         name, _, value = line.partition(":")
-        if name.lower() == "content-length":
+        name = name.lower()
+        if name == "content-length":
             length = int(value.strip())
-    body = await reader.readexactly(length) if length else b""
-    return status, body
+        elif name == "x-model-version":
+            version = value.strip()
+    if length:
+        await reader.readexactly(length)
+    return status, version
 
 
 async def run_load_async(
@@ -119,7 +125,7 @@ async def run_load_async(
                 if writer is None:
                     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
                 writer.write(request)
-                status, _ = await asyncio.wait_for(_read_response(reader), timeout_s)
+                status, version = await asyncio.wait_for(_read_response(reader), timeout_s)
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as error:
                 result.errors.append(f"{type(error).__name__}: {error}")
                 if writer is not None:
@@ -128,6 +134,8 @@ async def run_load_async(
                 continue
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
             result.statuses[status] = result.statuses.get(status, 0) + 1
+            if version is not None:
+                result.versions[version] = result.versions.get(version, 0) + 1
         if writer is not None:
             writer.close()
 
