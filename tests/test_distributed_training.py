@@ -54,27 +54,27 @@ def test_trace_per_rank_has_comm(baseline):
         assert all(row["compute_ms"] >= 0 for row in rows)
 
 
-def test_kill_restart_resumes_from_checkpoint(baseline, tmp_path):
-    run = run_workers(
-        "ddp", [*SMALL, "--checkpoint", str(tmp_path / "ckpt.pt")],
+@pytest.fixture(scope="module")
+def recovered(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ddp-kill")
+    return run_workers(
+        "ddp", [*SMALL, "--checkpoint", str(folder / "ckpt.pt")],
         max_restarts=1, env={"DIST_KILL_AT_STEP": "10"}, rank0_only=False,
     )
-    results = run.results
+
+
+def test_kill_restart_resumes_from_checkpoint(recovered):
+    results = recovered.results
+    assert "fault injection: SIGKILL at step 10" in recovered.stdout
     assert results["restart_count"] == 1
     assert results["resumed_from_step"] == 8
     assert results["steps"] == results["total_steps"]
-    assert "fault injection: SIGKILL at step 10" in run.stdout
 
 
-def test_kill_restart_matches_uninterrupted(baseline, tmp_path):
-    run = run_workers(
-        "ddp", [*SMALL, "--checkpoint", str(tmp_path / "ckpt.pt")],
-        max_restarts=1, env={"DIST_KILL_AT_STEP": "21"},
-    )
+def test_kill_restart_matches_uninterrupted(baseline, recovered):
     expected = baseline[0].results
-    assert run.results["restart_count"] == 1
-    assert abs(run.results["test_accuracy"] - expected["test_accuracy"]) <= 0.005
-    assert run.results["parameter_hashes"] == expected["parameter_hashes"]
+    assert abs(recovered.results["test_accuracy"] - expected["test_accuracy"]) <= 0.005
+    assert recovered.results["parameter_hashes"] == expected["parameter_hashes"]
 
 
 def test_kill_without_restarts_fails(tmp_path):
