@@ -1,0 +1,208 @@
+"""The book's model server with every security hook switched on.
+
+``create_hardened_app`` is an app factory for ``uvicorn --factory``: it reads
+the plain server settings like ``helpers.serving.app.create_app`` does
+(``$MNIST_SERVING_SETTINGS``) and the security settings from the JSON file
+named by ``$MNIST_HARDENED_CONFIG``, builds the hooks (tokens, rate limit,
+audit log, signed-manifest verifier), and adds one admin route,
+``POST /v1/sandbox/evaluate``, that runs an uploaded whole-model pickle in an
+isolated child process. The config file holds paths and numbers only; the
+token file holds hashes, and the public key verifies but cannot sign.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from helpers import data, zoo
+from helpers.serving.app import create_app
+from helpers.serving.hooks import ADMIN_SCOPE, AuthenticationError, Principal
+from helpers.serving.launch import ServerHandle, start_server
+from helpers.serving.registry import ModelRegistry
+from helpers.serving.settings import ServingSettings
+from helpers.serving.state import zoo_architecture
+
+from .audit import JsonlAuditLog
+from .auth import TokenAuthenticator, TokenBucketRateLimiter
+from .integrity import ManifestVerifier, load_public_key, sign_artifacts
+from .isolation import run_isolated
+
+log = logging.getLogger("helpers.security.hardened")
+
+HARDENED_CONFIG_ENV = "MNIST_HARDENED_CONFIG"
+HARDENED_FACTORY = "helpers.security.hardened:create_hardened_app"
+SANDBOX_PROBE_IMAGES = 256
+
+
+@dataclass
+class HardenedConfig:
+    """Paths and limits of a hardened server (no secrets: hashes and a public key only)."""
+
+    tokens_path: Path
+    manifest_path: Path
+    public_key_path: Path
+    audit_log_path: Path
+    rate_per_s: float = 20.0
+    burst: int = 40
+    sandbox_timeout_s: float = 10.0
+    sandbox_memory_mb: int = 1024
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the config to ``path`` and return the path."""
+        values = {key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(self).items()}
+        path = Path(path)
+        path.write_text(json.dumps(values, indent=2), encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "HardenedConfig":
+        """Read a config written by ``to_json``."""
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+        allowed = {item.name for item in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ValueError(f"unknown hardened config keys {unknown}; allowed keys are {sorted(allowed)}")
+        for name in ("tokens_path", "manifest_path", "public_key_path", "audit_log_path"):
+            values[name] = Path(values[name])
+        return cls(**values)
+
+
+def prepare_signed_registry(registry_dir: str | Path, private_key, manifest_path: str | Path, production: str = "cnn") -> ModelRegistry:
+    """Register the book's trained MLP and CNN, put ``production`` in production, and sign every artefact."""
+    registry = ModelRegistry(registry_dir)
+    for kind in ("mlp", "cnn"):
+        registry.register(zoo.trained_model(kind), zoo_architecture(kind), name=f"zoo-{kind}",
+                          data={"train": "MNIST train (60,000)"})
+    chosen = next(v for v in registry.versions() if v.metadata["name"] == f"zoo-{production}")
+    registry.promote(chosen.version)
+    sign_artifacts(sorted(registry.artifacts.glob("*.safetensors")), private_key, manifest_path)
+    return registry
+
+
+def build_hardened_settings(config: HardenedConfig, base: ServingSettings | None = None) -> ServingSettings:
+    """Return ``base`` (default: from the environment) with the security hooks of ``config`` set."""
+    base = base if base is not None else ServingSettings.from_env()
+    return dataclasses.replace(
+        base,
+        authenticator=TokenAuthenticator.load(config.tokens_path),
+        rate_limiter=TokenBucketRateLimiter(config.rate_per_s, config.burst),
+        audit=JsonlAuditLog(config.audit_log_path),
+        verifier=ManifestVerifier(config.manifest_path, load_public_key(config.public_key_path)),
+        # The registry must already hold signed models; an unsigned bootstrap
+        # would be refused by the verifier anyway.
+        bootstrap=False,
+    )
+
+
+def _authorize(settings: ServingSettings, request: Request, scope: str) -> Principal:
+    """Apply the authenticator, the scope and the rate limit the way the server's routes do."""
+    try:
+        principal = settings.authenticator.authenticate(request.headers.get("authorization"))
+    except AuthenticationError as error:
+        raise HTTPException(401, f"authentication failed: {error}", headers={"WWW-Authenticate": "Bearer"})
+    if scope not in principal.scopes:
+        raise HTTPException(403, f"token {principal.token_id!r} lacks the {scope!r} scope this endpoint requires")
+    limiter = settings.rate_limiter
+    if not limiter.allow(principal.token_id):
+        retry_after = int(getattr(limiter, "retry_after_s", 1))
+        raise HTTPException(429, f"rate limit exceeded for token {principal.token_id!r}; retry after {retry_after} s",
+                            headers={"Retry-After": str(retry_after)})
+    return principal
+
+
+def add_sandbox_route(app: FastAPI, settings: ServingSettings, config: HardenedConfig) -> None:
+    """Add ``POST /v1/sandbox/evaluate``: run an uploaded whole-model pickle isolated, on MNIST test images."""
+    probe: dict[str, torch.Tensor] = {}
+
+    def probe_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        if not probe:
+            images, labels = data.mnist_tensors(train=False)
+            probe["x"] = data.normalize_images(images[:SANDBOX_PROBE_IMAGES])
+            probe["y"] = labels[:SANDBOX_PROBE_IMAGES]
+        return probe["x"], probe["y"]
+
+    def evaluate(body: bytes) -> dict[str, Any]:
+        x, y = probe_batch()
+        with tempfile.TemporaryDirectory(prefix="upload-") as folder:
+            path = Path(folder) / "model.pt"
+            path.write_bytes(body)
+            result = run_isolated(path, x, timeout_s=config.sandbox_timeout_s, memory_mb=config.sandbox_memory_mb)
+        content: dict[str, Any] = {"status": result.status, "seconds": round(result.seconds, 3), "detail": result.detail}
+        if result.ok:
+            outputs = result.outputs
+            if outputs.shape != (len(y), 10):
+                content.update(status="error", detail=f"model returned shape {list(outputs.shape)}, expected [{len(y)}, 10]")
+            else:
+                content["accuracy"] = (outputs.argmax(1) == y).float().mean().item()
+        return content
+
+    @app.post("/v1/sandbox/evaluate", tags=["admin"])
+    async def sandbox_evaluate(request: Request) -> JSONResponse:
+        """Run an untrusted whole-model pickle in an isolated process (admin scope)."""
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        started = time.perf_counter()
+        event: dict[str, Any] = {"kind": "admin", "action": "sandbox_evaluate", "request_id": request_id,
+                                 "token_id": None, "model_version": None, "input_sha256": None}
+        try:
+            principal = _authorize(settings, request, ADMIN_SCOPE)
+            event["token_id"] = principal.token_id
+            body = await request.body()
+            if not body:
+                raise HTTPException(422, "send the whole-model pickle as the request body")
+            event["input_sha256"] = hashlib.sha256(body).hexdigest()
+            # The child process does the waiting; a thread keeps the event loop serving.
+            content = await asyncio.get_running_loop().run_in_executor(None, evaluate, body)
+            event["output"] = {key: content.get(key) for key in ("status", "accuracy")}
+            status = 200 if content["status"] == "ok" else 422
+            if status != 200:
+                log.warning("sandbox rejected upload %s: %s (%s)", event["input_sha256"][:12], content["status"], content["detail"])
+            event["status"] = status
+            return JSONResponse({"request_id": request_id, **content}, status_code=status)
+        except HTTPException as error:
+            event["status"] = error.status_code
+            raise
+        finally:
+            event["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            settings.audit.record(event)
+
+
+def create_hardened_app(config: HardenedConfig | None = None, base: ServingSettings | None = None) -> FastAPI:
+    """Build the hardened model server; with no config, read ``$MNIST_HARDENED_CONFIG``."""
+    if config is None:
+        path = os.environ.get(HARDENED_CONFIG_ENV)
+        if not path:
+            raise ValueError(f"set {HARDENED_CONFIG_ENV} to a HardenedConfig JSON file, or pass config")
+        config = HardenedConfig.from_json(path)
+    settings = build_hardened_settings(config, base)
+    app = create_app(settings)
+    add_sandbox_route(app, settings, config)
+    return app
+
+
+def start_hardened_server(
+    config_path: str | Path,
+    settings_path: str | Path | None = None,
+    tls=None,
+    **kwargs,
+) -> ServerHandle:
+    """Launch ``create_hardened_app`` on loopback; ``tls`` is a ``TlsFiles`` or None for plain HTTP."""
+    env = {HARDENED_CONFIG_ENV: str(Path(config_path).resolve())}
+    tls_args = {}
+    if tls is not None:
+        tls_args = {"ssl_certfile": tls.server_cert, "ssl_keyfile": tls.server_key, "ca_file": tls.ca_cert}
+    return start_server(HARDENED_FACTORY, settings_path=settings_path, env=env, **tls_args, **kwargs)

@@ -1,0 +1,59 @@
+"""The append-only, hash-chained audit log."""
+
+import json
+
+import pytest
+
+from helpers.security import audit
+
+
+def event(n):
+    return {"kind": "predict", "request_id": f"r{n}", "token_id": "t", "input_sha256": "0" * 64, "status": 200}
+
+
+def test_log_appends_in_order(tmp_path):
+    log = audit.JsonlAuditLog(tmp_path / "audit.jsonl")
+    for n in range(3):
+        log.record(event(n))
+    rows = audit.read_audit_log(tmp_path / "audit.jsonl")
+    assert [row["request_id"] for row in rows] == ["r0", "r1", "r2"]
+    assert audit.verify_audit_log(tmp_path / "audit.jsonl") == 3
+
+
+def test_reopened_log_continues_chain(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    audit.JsonlAuditLog(path).record(event(0))
+    audit.JsonlAuditLog(path).record(event(1))
+    assert audit.verify_audit_log(path) == 2
+
+
+def test_edited_line_breaks_chain(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = audit.JsonlAuditLog(path)
+    for n in range(3):
+        log.record(event(n))
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["status"] = 500
+    lines[0] = json.dumps(first, sort_keys=True, separators=(",", ":"))
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(audit.AuditLogError, match="line 2"):
+        audit.verify_audit_log(path)
+
+
+def test_deleted_line_breaks_chain(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = audit.JsonlAuditLog(path)
+    for n in range(3):
+        log.record(event(n))
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[2]]) + "\n")
+    with pytest.raises(audit.AuditLogError, match="removed or inserted"):
+        audit.verify_audit_log(path)
+
+
+def test_raw_input_rejected(tmp_path):
+    log = audit.JsonlAuditLog(tmp_path / "audit.jsonl")
+    with pytest.raises(ValueError, match="raw inputs"):
+        log.record({**event(0), "pixels": [[0.0]]})
+    assert audit.read_audit_log(tmp_path / "audit.jsonl") == []
