@@ -22,7 +22,7 @@ ALLOWED_IMAGE_FORMATS = ("PNG", "JPEG")
 
 
 class InputError(ValueError):
-    """An invalid request input; ``status`` is the HTTP status to answer with."""
+    """An invalid request input; ``status`` is the HTTP status of the error response."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)

@@ -3,9 +3,9 @@
 ``uvicorn --factory`` calls ``create_app()`` without arguments, so a launched
 server reads its settings from the JSON file named by the environment
 variable ``MNIST_SERVING_SETTINGS`` (written by ``ServingSettings.to_json``).
-Only plain fields travel this way; hook objects (authenticator, rate limiter,
-audit sink, verifier) cannot be serialised, so a hardened deployment launches
-its own factory that builds ``ServingSettings`` with its hooks and calls
+Only plain fields travel this way, because hook objects (authenticator, rate
+limiter, audit sink, verifier) cannot be serialised. A hardened deployment
+therefore launches its own factory that builds ``ServingSettings`` with its hooks and calls
 ``create_app(settings)``. Such a factory may still start from
 ``ServingSettings.from_env()`` to pick up the plain fields.
 """
@@ -37,10 +37,10 @@ def default_registry_dir() -> Path:
 class ServingSettings:
     """Everything ``create_app`` needs; every field has a usable default.
 
-    Limits: ``max_body_bytes`` caps the raw request body (HTTP 413 above it)
-    except for model uploads, which ``max_artifact_bytes`` caps;
+    Limits: ``max_body_bytes`` caps the raw request body (HTTP 413 above it).
+    Model uploads have their own cap, ``max_artifact_bytes``.
     ``max_images_per_request`` caps the images in one predict request (HTTP
-    422 above it), ``max_image_side`` caps the width and height in pixels of
+    422 above it). ``max_image_side`` caps the width and height in pixels of
     an uploaded PNG/JPEG. Batching: with ``batching`` on, concurrent requests
     wait at most ``max_wait_ms`` milliseconds to be grouped into one forward
     pass of at most ``max_batch_size`` images; with it off, every request gets
@@ -65,6 +65,7 @@ class ServingSettings:
     bootstrap_model: str = "cnn"
     device: str | None = None
     explain_steps: int = 32
+    # Free-form JSON values for custom app factories; create_app ignores them.
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
