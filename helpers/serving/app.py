@@ -352,7 +352,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def index() -> RedirectResponse:
         return RedirectResponse("/ui/")
 
-    app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+    if STATIC_DIR.is_dir():
+        app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+    else:
+        # NOTE: a wheel built without package data for helpers/serving/static
+        # lacks the page; the API still works.
+        log.warning("web page folder %s is missing; /ui/ is not served", STATIC_DIR)
     return app
 
 

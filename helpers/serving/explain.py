@@ -35,7 +35,9 @@ def attribute(
     else:
         baseline = normalize(torch.zeros_like(pixels)).to(device)
         result = IntegratedGradients(model).attribute(
-            inputs, baselines=baseline, target=target, n_steps=steps, internal_batch_size=max(steps, 32)
+            # Captum needs at least one full set of examples per internal batch;
+            # 8 steps at a time bounds memory for large batches.
+            inputs, baselines=baseline, target=target, n_steps=steps, internal_batch_size=len(pixels) * min(steps, 8)
         )
     return result.detach().cpu()
 
