@@ -12,9 +12,21 @@ can be merged into ``W``, so inference costs nothing extra.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
+
+
+def _check_rank(rank: int, alpha: float | None, layer: nn.Linear) -> None:
+    max_rank = min(layer.in_features, layer.out_features)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= max_rank:
+        raise ValueError(
+            f"rank must be an integer from 1 to {max_rank} for a "
+            f"{layer.in_features}->{layer.out_features} layer, got {rank!r}"
+        )
+    if alpha is not None and not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha!r}")
 
 
 class LoRALinear(nn.Module):
@@ -24,15 +36,8 @@ class LoRALinear(nn.Module):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise ValueError(f"LoRALinear wraps nn.Linear, got {type(base).__name__}")
-        max_rank = min(base.in_features, base.out_features)
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= max_rank:
-            raise ValueError(
-                f"rank must be an integer from 1 to {max_rank} for a "
-                f"{base.in_features}->{base.out_features} layer, got {rank!r}"
-            )
+        _check_rank(rank, alpha, base)
         alpha = float(rank) if alpha is None else alpha
-        if not alpha > 0:
-            raise ValueError(f"alpha must be positive, got {alpha!r}")
 
         self.base = base
         for parameter in self.base.parameters():
@@ -69,38 +74,70 @@ class LoRALinear(nn.Module):
         return f"rank={self.rank}, scaling={self.scaling:g}"
 
 
-def _replace_modules(model: nn.Module, replace) -> list[str]:
-    """Call ``replace(module)`` on every submodule; where it returns a module, swap it in."""
+def _replace_modules(model: nn.Module, replace, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Call ``replace(module)`` on every submodule; where it returns a module, swap it in.
+
+    Modules named in ``skip`` and everything inside them are left alone.
+    """
     replaced = []
     for parent_name, parent in list(model.named_modules()):
-        if isinstance(parent, LoRALinear):
-            continue  # Its base layer is already adapted.
+        if isinstance(parent, LoRALinear) or _is_inside(parent_name, skip):
+            continue  # An adapter's base layer is already adapted.
         for child_name, child in list(parent.named_children()):
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if name in skip:
+                continue
             new = replace(child)
             if new is not None:
                 setattr(parent, child_name, new)
-                replaced.append(f"{parent_name}.{child_name}" if parent_name else child_name)
+                replaced.append(name)
     return replaced
 
 
-def add_lora(model: nn.Module, rank: int, alpha: float | None = None) -> list[str]:
+def _is_inside(name: str, prefixes: frozenset[str]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def add_lora(
+    model: nn.Module, rank: int, alpha: float | None = None, train_modules: Sequence[str] = ()
+) -> list[str]:
     """Freeze ``model`` and wrap each of its ``nn.Linear`` layers in ``LoRALinear``, in place.
 
-    Returns the names of the wrapped layers. Afterwards only the adapters'
-    ``lora_a`` and ``lora_b`` have ``requires_grad``.
+    ``train_modules`` names submodules (as in ``named_modules``) that are
+    not wrapped but trained in full, such as a new classification head.
+    Afterwards only the adapters' ``lora_a`` and ``lora_b`` and the
+    parameters of ``train_modules`` have ``requires_grad``. Returns the
+    names of the wrapped layers.
     """
     if any(isinstance(module, LoRALinear) for module in model.modules()):
         raise ValueError(
-            f"{type(model).__name__} already has LoRA adapters; call merge_lora or remove_lora first"
+            f"{type(model).__name__} already has LoRA adapters. Call merge_lora or remove_lora first"
         )
+    modules = dict(model.named_modules())
+    missing = [name for name in train_modules if name not in modules or not name]
+    if missing:
+        raise ValueError(
+            f"train_modules {missing} not found in {type(model).__name__}. "
+            f"Use names from named_modules(), such as {sorted(n for n in modules if n)[:5]}"
+        )
+
+    skip = frozenset(train_modules)
+    targets = [m for n, m in modules.items() if type(m) is nn.Linear and not _is_inside(n, skip)]
+    if not targets:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer to adapt")
+    # Check every layer first, so that a bad rank leaves the model unchanged.
+    for layer in targets:
+        _check_rank(rank, alpha, layer)
+
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     replaced = _replace_modules(
         model,
         lambda module: LoRALinear(module, rank, alpha) if type(module) is nn.Linear else None,
+        skip=skip,
     )
-    if not replaced:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear layer to adapt")
+    for name in train_modules:
+        modules[name].requires_grad_(True)
     return replaced
 
 

@@ -168,7 +168,7 @@ def measure_training_step(
     replaces ``model(images)``, for example to run it under activation
     checkpointing; ``autocast_dtype`` runs the forward under autocast.
 
-    ``peak_method`` says what ``peak_bytes`` is: "cuda_max_allocated", or on
+    ``peak_method`` names what ``peak_bytes`` measures: "cuda_max_allocated", or on
     CPU "rss_peak" (peak RSS growth over the RSS before the model was
     built), or "unavailable" off Linux, where ``peak_bytes`` is None.
     """

@@ -63,7 +63,7 @@ def dtype_bytes(dtype: str) -> float:
     key = DTYPE_ALIASES.get(str(dtype).lower(), str(dtype).lower())
     if key not in DTYPE_BYTES:
         known = ", ".join(sorted(DTYPE_BYTES) + sorted(DTYPE_ALIASES))
-        raise ValueError(f"unknown dtype {dtype!r}; use one of: {known}")
+        raise ValueError(f"unknown dtype {dtype!r}. Use one of: {known}")
     return DTYPE_BYTES[key]
 
 
@@ -205,7 +205,7 @@ def training_state_bytes(n_params: int | float, precision: str = "mixed", optimi
     """
     _check_positive("n_params", n_params)
     if optimizer not in OPTIMIZER_STATE_BYTES:
-        raise ValueError(f"unknown optimizer {optimizer!r}; use one of {sorted(OPTIMIZER_STATE_BYTES)}")
+        raise ValueError(f"unknown optimizer {optimizer!r}. Use one of {sorted(OPTIMIZER_STATE_BYTES)}")
     if precision == "mixed":
         per_param = {"weights": 2, "gradients": 2, "master_weights": 4}
     elif precision == "fp32":
@@ -240,16 +240,22 @@ def mlp_activation_bytes(
     return batch_size * (values * bytes_per_value + 8)
 
 
-def transformer_activation_bytes(config: TransformerConfig, batch_size: int, seq_len: int) -> float:
+def transformer_activation_bytes(
+    config: TransformerConfig, batch_size: int, seq_len: int, attention_scores: bool = True
+) -> float:
     """Estimate activation bytes for backward: ``L * s*b*h * (34 + 5*a*s/h)``.
 
     The Korthikanti et al. (2022) formula for 16-bit activations, no
-    recomputation and no tensor parallelism; ``a`` is the number of heads.
+    recomputation and no tensor parallelism, where ``a`` is the number of
+    heads. The ``5*a*s/h`` term is the stored attention-score matrices.
+    Fused attention kernels such as FlashAttention do not store them, so
+    pass ``attention_scores=False`` for those.
     """
     _check_count("batch_size", batch_size)
     _check_count("seq_len", seq_len)
     s, b, h, a = seq_len, batch_size, config.d_model, config.n_heads
-    return config.n_layers * s * b * h * (34 + 5 * a * s / h)
+    per_value = 34 + (5 * a * s / h if attention_scores else 0)
+    return config.n_layers * s * b * h * per_value
 
 
 def kv_cache_bytes(config: TransformerConfig, batch_size: int, seq_len: int, dtype: str = "bf16") -> float:
@@ -263,7 +269,7 @@ def kv_cache_bytes(config: TransformerConfig, batch_size: int, seq_len: int, dty
 def zero_state_bytes_per_gpu(n_params: int | float, n_gpus: int, stage: int, optimizer_bytes: float = 12) -> float:
     """Return per-GPU bytes of mixed-precision training state under ZeRO ``stage`` (0-3).
 
-    Stage 0 is plain data parallelism (every GPU holds ``(2 + 2 + K)·N``
+    Stage 0 is plain data parallelism (every GPU stores ``(2 + 2 + K)·N``
     bytes); stage 1 shards the ``K·N`` optimizer bytes, stage 2 also the
     gradients, stage 3 also the weights. ``optimizer_bytes`` is K: 12 for
     Adam (fp32 master weights and two moments).
@@ -332,5 +338,5 @@ def compute_seconds(flops: float, peak_flops_per_s: float, utilization: float = 
     _check_positive("flops", flops, allow_zero=True)
     _check_positive("peak_flops_per_s", peak_flops_per_s)
     if not 0 < utilization <= 1:
-        raise ValueError(f"utilization must be in (0, 1], got {utilization!r}; 0.4 means 40%")
+        raise ValueError(f"utilization must be in (0, 1], got {utilization!r}. Pass 0.4 for 40%")
     return flops / (peak_flops_per_s * utilization)

@@ -120,3 +120,28 @@ def test_wraps_only_linear():
 def test_model_without_linear():
     with pytest.raises(ValueError, match="no nn.Linear layer"):
         add_lora(nn.Sequential(nn.ReLU()), rank=1)
+
+
+def test_train_modules_stay_trainable():
+    model = _mlp()
+    wrapped = add_lora(model, rank=2, train_modules=["output"])
+    assert sorted(wrapped) == ["hidden.0", "hidden.1"]
+    assert type(model.output) is nn.Linear
+    assert model.output.weight.requires_grad
+    assert model.output.bias.requires_grad
+    assert not model.hidden[0].base.weight.requires_grad
+
+
+def test_train_modules_unknown_name():
+    model = _mlp()
+    with pytest.raises(ValueError, match=r"train_modules \['head'\] not found"):
+        add_lora(model, rank=2, train_modules=["head"])
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_rank_too_large_leaves_model_unchanged():
+    model = _mlp()
+    with pytest.raises(ValueError, match="from 1 to 10 for a 32->10 layer"):
+        add_lora(model, rank=16)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())

@@ -148,6 +148,14 @@ def test_kv_cache_gqa_is_eighth_of_mha():
     assert ratio == 8
 
 
+def test_activations_without_attention_scores():
+    # Llama 2 7B, one 4096-token sequence: 32 * 4096 * 4096 * 34 bytes.
+    flash = sizing.transformer_activation_bytes(sizing.LLAMA2_7B, 1, 4096, attention_scores=False)
+    full = sizing.transformer_activation_bytes(sizing.LLAMA2_7B, 1, 4096)
+    assert flash == 32 * 4096 * 4096 * 34
+    assert full == 32 * 4096 * 4096 * (34 + 5 * 32)
+
+
 def test_kv_cache_llama7b_per_token():
     # 2 (K and V) * 32 layers * 4096 values * 2 bytes = 0.5 MiB per token.
     assert sizing.kv_cache_bytes(sizing.LLAMA2_7B, 1, 1) == 2**19
