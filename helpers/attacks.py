@@ -168,7 +168,7 @@ def accuracy_vs_epsilon(
 
 @dataclass(frozen=True)
 class AdversarialRecipe:
-    """How the adversarially trained MLP is trained (PGD in the training loop)."""
+    """Training settings of the adversarially trained MLP (PGD inside the training loop)."""
 
     eps: float = 0.1
     train_steps: int = 5

@@ -1,8 +1,8 @@
 """Model compression: dynamic int8 quantisation and magnitude pruning, measured.
 
 Dynamic quantisation stores ``nn.Linear`` weights as int8 and quantises the
-activations on the fly; it runs on CPU only. Pruning zeroes the smallest
-weights; a dense file of a pruned model is as large as before, so the size
+activations on the fly. It runs on CPU only. Pruning zeroes the smallest
+weights. A dense file of a pruned model is as large as before, so the size
 that pruning saves shows up only after compression (gzip here) or in a sparse
 format.
 """
@@ -25,7 +25,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).cpu().eval()
     with warnings.catch_warnings():
         # torch 2.14 warns on every call that quantized tensor dtypes and
-        # torch.ao.quantization are deprecated in favour of torchao; the API
+        # torch.ao.quantization are deprecated in favour of torchao. The API
         # still works, and the warning would otherwise fill every notebook.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message=r".*quantiz.*deprecated", category=UserWarning)

@@ -93,9 +93,9 @@ def layer_inputs(model: nn.Module, layer: nn.Module, images: torch.Tensor, batch
 class MahalanobisScorer:
     """Negative Mahalanobis distance to the nearest class mean (Lee et al., 2018).
 
-    Fit on features of training images (typically the input of the last
-    layer); the covariance is shared by all classes and slightly regularised
-    so that it can be inverted.
+    Fit it on features of training images, for example the activations of a
+    hidden layer. All classes share one covariance, which a small ridge term
+    keeps invertible.
     """
 
     class_means: torch.Tensor = field(repr=False)
@@ -146,7 +146,7 @@ def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
 class DriftAlarm:
     """Alarm when the mean score of a sliding window leaves the reference range.
 
-    ``reference`` holds scores (for example the MSP) of data the model is known
+    ``reference`` contains scores (for example the MSP) of data the model is known
     to handle. A window of ``window`` recent scores raises the alarm when its
     mean lies more than ``z_threshold`` standard errors below the reference
     mean; with independent samples and the default threshold of 5, a false

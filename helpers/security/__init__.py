@@ -1,8 +1,9 @@
 """Security hooks for the model server and its artefacts.
 
-``integrity`` signs and verifies artefacts, ``encryption`` makes TLS
-certificates and encrypts checkpoints at rest, ``auth`` checks bearer tokens
-and rate-limits them, ``isolation`` runs untrusted models in a child process,
-``audit`` keeps an append-only log, and ``hardened`` builds the book's model
-server with all of them.
+* ``integrity``: signed SHA-256 manifests of safetensors artefacts.
+* ``encryption``: a local CA and TLS certificates, AES-GCM at rest.
+* ``auth``: scoped bearer tokens and a per-token rate limit.
+* ``isolation``: untrusted models in a child process with limits.
+* ``audit``: an append-only, hash-chained log.
+* ``hardened``: the book's model server with all of the above.
 """

@@ -33,8 +33,8 @@ class JsonlAuditLog:
     """``AuditSink`` hook writing one JSON line per event, opened in append mode.
 
     NOTE: the chain detects edits inside the file, but not a cut of its last
-    lines; for that, copy the latest ``prev_sha256`` somewhere the server
-    cannot write (a log service, a WORM bucket).
+    lines. To detect that, copy the latest line hash to a place the server
+    cannot write, such as a log service or a WORM bucket.
     """
 
     def __init__(self, path: str | Path):

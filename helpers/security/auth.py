@@ -1,9 +1,9 @@
 """Bearer tokens with scopes, checked in constant time, and a per-token rate limit.
 
 A token reads ``<token id>.<secret>``. The server stores only the SHA-256 of
-each secret, so a leaked token file does not leak usable tokens, and it
-compares digests with ``hmac.compare_digest`` so that the time a comparison
-takes does not reveal how many leading bytes of a guess were right.
+each secret, so a leaked token file does not leak usable tokens. Digests are
+compared with ``hmac.compare_digest``, so the time a comparison takes does not
+reveal how many leading bytes of a guess were right.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class TokenBucketRateLimiter:
     """``RateLimiter`` hook: a token bucket per caller.
 
     Each caller may make ``burst`` requests at once and then ``rate_per_s``
-    requests per second on average. After a refusal, ``retry_after_s`` holds
+    requests per second on average. After a refusal, ``retry_after_s`` is
     the whole seconds until the next request would be allowed.
     """
 

@@ -1,10 +1,10 @@
 """The book's model server with every security hook switched on.
 
-``create_hardened_app`` is an app factory for ``uvicorn --factory``: it reads
-the plain server settings like ``helpers.serving.app.create_app`` does
+``create_hardened_app`` is an app factory for ``uvicorn --factory``. It reads
+the plain server settings the way ``helpers.serving.app.create_app`` does
 (``$MNIST_SERVING_SETTINGS``) and the security settings from the JSON file
-named by ``$MNIST_HARDENED_CONFIG``, builds the hooks (tokens, rate limit,
-audit log, signed-manifest verifier), and adds one admin route,
+named by ``$MNIST_HARDENED_CONFIG``. It then builds the hooks (tokens, rate
+limit, audit log, signed-manifest verifier) and adds one admin route,
 ``POST /v1/sandbox/evaluate``, that runs an uploaded whole-model pickle in an
 isolated child process. The config file holds paths and numbers only; the
 token file holds hashes, and the public key verifies but cannot sign.

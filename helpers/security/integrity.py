@@ -50,7 +50,7 @@ def write_pickle_payload(path: str | Path, marker: str | Path, model: nn.Module 
     The file looks like an ordinary ``torch.save`` checkpoint (it contains the
     ``state_dict`` of ``model`` when given). Loading it with
     ``torch.load(path, weights_only=False)`` writes ``marker``, which proves
-    that loading ran code chosen by whoever wrote the file.
+    that loading ran code chosen by the file's author.
     """
     path = Path(path)
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()} if model is not None else {}

@@ -8,8 +8,8 @@ the whole process group otherwise, and reads the outputs back as
 safetensors, so nothing the child writes is unpickled by the parent.
 
 NOTE: this is process isolation, not a sandbox. The child runs as the same
-user and can read any file that user can read (key files included, if it
-knows their paths); a root child can raise its own limits. Production
+user and can read any file that user can read (key files included, given
+their paths); a root child can raise its own limits. Production
 isolation needs another user, namespaces or seccomp, a container or a
 micro-VM (gVisor, Firecracker).
 """
@@ -37,7 +37,7 @@ EXIT_MEMORY = 3
 
 @dataclass
 class IsolationResult:
-    """What happened to one isolated run: ``status`` is ok, timeout, memory or error."""
+    """Outcome of one isolated run; ``status`` is "ok", "timeout", "memory" or "error"."""
 
     status: str
     seconds: float
