@@ -135,7 +135,8 @@ def robust_accuracy(
     """
     attack_fn = attack_by_name(attack, steps) if isinstance(attack, str) else attack
     model.eval()
-    device = next(model.parameters()).device
+    # A dynamically quantised model has no nn.Parameter, so fall back to the images' device.
+    device = next(model.parameters(), images).device
     correct = 0
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device)

@@ -60,7 +60,8 @@ def fashion_mnist_tensors(
 def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
     """Return the logits of ``model`` for ``images`` (on the model's device), on CPU."""
     model.eval()
-    device = next(model.parameters()).device
+    # A dynamically quantised model has no nn.Parameter, so fall back to the images' device.
+    device = next(model.parameters(), images).device
     parts = [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(parts)
 
