@@ -186,6 +186,7 @@ def measure_training_step(
 
     release_freed_memory()
     if device.type == "cuda":
+        # NOTE: CI has no GPU, so this branch runs only when a reader has one.
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         baseline = torch.cuda.memory_allocated(device)
