@@ -237,6 +237,8 @@ class DeviceLoader:
         seed: int = 0,
     ):
         _check_batch_size(batch_size, "batch_size")
+        if len(labels) == 0:
+            raise ValueError("DeviceLoader needs at least one sample, got empty tensors")
         if len(images) != len(labels):
             raise ValueError(
                 f"images and labels differ in length ({len(images)} vs {len(labels)})"
@@ -276,6 +278,8 @@ class DeviceLoader:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        if "generator" not in state:
+            raise ValueError("loader state has no 'generator' entry; pass a dict from state_dict()")
         self.generator.set_state(state["generator"])
 
 

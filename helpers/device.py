@@ -22,7 +22,14 @@ def pick_device(preferred: str | None = None) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
 
-    device = torch.device(preferred)
+    try:
+        device = torch.device(preferred)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"unknown device {preferred!r}; use 'auto', 'cuda', 'cuda:N', 'mps' or 'cpu'"
+        ) from error
+    if device.type not in ("cuda", "mps", "cpu"):
+        raise ValueError(f"unsupported device {preferred!r}; use 'auto', 'cuda', 'mps' or 'cpu'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device {preferred!r} was requested but CUDA is not available; "
@@ -55,6 +62,8 @@ def seed_everything(seed: int = 0) -> None:
     hardware; on CUDA, exact repeats also need deterministic algorithms and
     ``CUBLAS_WORKSPACE_CONFIG`` set before CUDA starts.
     """
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

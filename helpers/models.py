@@ -25,10 +25,11 @@ class MLP(nn.Module):
         num_classes: int = 10,
     ):
         super().__init__()
-        if not hidden or any(int(width) < 1 for width in hidden):
-            raise ValueError(f"hidden must list positive layer widths, got {hidden!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not hidden or not all(_is_positive_int(width) for width in hidden):
+            raise ValueError(f"hidden must list positive integer layer widths, got {hidden!r}")
+        _check_positive_int(in_features, "in_features")
+        _check_positive_int(num_classes, "num_classes")
+        _check_dropout(dropout)
         widths = [in_features, *map(int, hidden)]
         self.hidden = nn.ModuleList(
             nn.Linear(width_in, width_out) for width_in, width_out in zip(widths, widths[1:])
@@ -49,6 +50,10 @@ class SmallCNN(nn.Module):
 
     def __init__(self, channels: Sequence[int] = (32, 64), dropout: float = 0.2, num_classes: int = 10):
         super().__init__()
+        if len(channels) != 2 or not all(_is_positive_int(c) for c in channels):
+            raise ValueError(f"channels must be two positive integers, got {channels!r}")
+        _check_positive_int(num_classes, "num_classes")
+        _check_dropout(dropout)
         c1, c2 = channels
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, 3, padding=1),
@@ -68,6 +73,21 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x.reshape(-1, 1, 28, 28)))
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_positive_int(value, name: str) -> None:
+    if not _is_positive_int(value):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_dropout(dropout) -> None:
+    # The negated comparison also rejects NaN.
+    if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
+        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

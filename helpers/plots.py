@@ -140,6 +140,11 @@ def show_images(
     count = len(array)
     if count == 0:
         raise ValueError("no images to show")
+    if not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
+    for name, values in (("labels", labels), ("predictions", predictions)):
+        if values is not None and len(values) != count:
+            raise ValueError(f"{name} has {len(values)} entries for {count} images; pass one per image")
     nrows = -(-count // ncols)
     figure, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False)
     for index, axis in enumerate(axes.flat):
@@ -163,10 +168,19 @@ def show_images(
 
 def confusion_matrix(predictions, targets, num_classes: int = 10) -> np.ndarray:
     """Return counts[true, predicted] as an integer array."""
-    predictions = torch.as_tensor(predictions).long().cpu()
-    targets = torch.as_tensor(targets).long().cpu()
+    predictions = torch.as_tensor(predictions).cpu()
+    targets = torch.as_tensor(targets).cpu()
+    if predictions.is_floating_point() or targets.is_floating_point():
+        raise ValueError("predictions and targets must be integer class indices, not floats")
+    predictions, targets = predictions.long(), targets.long()
     if predictions.shape != targets.shape:
         raise ValueError(f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ in shape")
+    for name, values in (("predictions", predictions), ("targets", targets)):
+        if len(values) and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(
+                f"{name} must be class indices in [0, {num_classes - 1}], "
+                f"got values from {values.min().item()} to {values.max().item()}"
+            )
     index = targets * num_classes + predictions
     counts = torch.bincount(index, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes).numpy()
@@ -199,6 +213,8 @@ def plot_confusion_matrix(predictions, targets, num_classes: int = 10, title: st
 
 def plot_misclassified(images, predictions, targets, count: int = 16, ncols: int = 8):
     """Show the first ``count`` misclassified digits with their true and predicted labels."""
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}")
     predictions = torch.as_tensor(predictions).cpu()
     targets = torch.as_tensor(targets).cpu()
     wrong = torch.nonzero(predictions != targets).flatten()[:count]

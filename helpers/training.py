@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -147,6 +148,8 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
 
     A crash while writing leaves the previous checkpoint intact.
     """
+    if not isinstance(state, dict):
+        raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -225,6 +228,10 @@ def fit(
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if stop_at_accuracy is not None and not 0.0 < stop_at_accuracy <= 1.0:
+        raise ValueError(f"stop_at_accuracy must be in (0, 1], got {stop_at_accuracy!r}")
+    if len(train_loader) == 0:
+        raise ValueError("the training loader yields no batches; check the data set and batch size")
     device = torch.device(device) if device is not None else _model_device(model)
     model.to(device)
     if optimizer is None:
@@ -241,9 +248,16 @@ def fit(
     history = History()
     start_epoch = 1
     if checkpoint is not None and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            state = load_checkpoint(checkpoint, map_location=device)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError, pickle.UnpicklingError, EOFError) as error:
+            raise ValueError(
+                f"cannot resume from {checkpoint}: it is not a checkpoint of this model and "
+                f"optimizer ({error.__class__.__name__}: {str(error)[:200]}). "
+                "Delete it or pass another checkpoint path."
+            ) from error
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler") is not None:

@@ -41,3 +41,19 @@ def test_mlp_rejects_bad_widths(hidden):
 def test_mlp_rejects_bad_dropout():
     with pytest.raises(ValueError, match="dropout"):
         models.MLP(dropout=1.0)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"in_features": 0}, {"num_classes": -3}, {"hidden": [1.7]}, {"dropout": float("nan")}],
+    ids=["in_features", "num_classes", "float_width", "nan_dropout"],
+)
+def test_mlp_rejects_bad_config(config):
+    with pytest.raises(ValueError, match=next(iter(config)).split("_")[0]):
+        models.MLP(**config)
+
+
+@pytest.mark.parametrize("config", [{"channels": (-1, 5)}, {"channels": (8,)}, {"dropout": 1.5}])
+def test_cnn_rejects_bad_config(config):
+    with pytest.raises(ValueError, match=next(iter(config))):
+        models.SmallCNN(**config)

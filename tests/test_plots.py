@@ -64,3 +64,19 @@ def test_figures_draw():
         assert len(figure.axes) >= 1
         figure.canvas.draw()
         plt.close(figure)
+
+
+@pytest.mark.parametrize("predictions", [[10, 0], [-1, 0]])
+def test_confusion_matrix_rejects_out_of_range(predictions):
+    with pytest.raises(ValueError, match=r"\[0, 9\]"):
+        plots.confusion_matrix(predictions, [0, 0])
+
+
+def test_confusion_matrix_rejects_floats():
+    with pytest.raises(ValueError, match="integer"):
+        plots.confusion_matrix([0.7, 1.2], [0, 1])
+
+
+def test_show_images_rejects_label_count():
+    with pytest.raises(ValueError, match="one per image"):
+        plots.show_images(torch.zeros(3, 28, 28), labels=[1])

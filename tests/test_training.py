@@ -131,3 +131,22 @@ def test_predict_matches_evaluate(small_mnist):
     predictions, targets = training.predict(model, test)
     _, accuracy = training.evaluate(model, test)
     assert (predictions == targets).float().mean().item() == pytest.approx(accuracy)
+
+
+def test_fit_rejects_empty_training_loader(small_mnist):
+    _, test = make_loaders(small_mnist)
+    with pytest.raises(ValueError, match="no batches"):
+        training.fit(models.MLP(), [], test, 1)
+
+
+def test_resume_from_other_model_explains(small_mnist, tmp_path):
+    checkpoint = tmp_path / "cnn.pt"
+    train, test = make_loaders(small_mnist)
+    training.save_checkpoint(checkpoint, {"model": models.SmallCNN().state_dict(), "optimizer": {}})
+    with pytest.raises(ValueError, match="cannot resume from"):
+        training.fit(models.MLP(), train, test, 1, checkpoint=checkpoint, log=None)
+
+
+def test_save_checkpoint_rejects_non_dict(tmp_path):
+    with pytest.raises(TypeError, match="dict"):
+        training.save_checkpoint(tmp_path / "x.pt", [1, 2])
