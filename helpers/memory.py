@@ -241,6 +241,9 @@ def measure_training_step(
 
 def matmul_flops_per_second(device: torch.device | str = "cpu", size: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
     """Measure the FLOP/s of square matrix products on ``device``: the practical peak for dense layers."""
+    for name, value in (("size", size), ("repeats", repeats)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}. Pass 1 or more")
     device = torch.device(device)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)

@@ -21,6 +21,7 @@ Sources of the rules used below:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -44,18 +45,33 @@ OPTIMIZER_STATE_BYTES = {"adam": 8, "sgd_momentum": 4, "sgd": 0}
 GPU_80GB = 80e9
 
 
-def _check_positive(name: str, value, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+def _check_number(name: str, value) -> None:
+    """Raise ValueError unless ``value`` is a finite real number (bools are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}. Pass a finite value")
+
+
+def _check_positive(name: str, value, allow_zero: bool = False) -> None:
+    _check_number(name, value)
     if value < 0 or (value == 0 and not allow_zero):
         bound = "zero or positive" if allow_zero else "positive"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
 def _check_count(name: str, value, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     _check_positive(name, value, allow_zero)
+
+
+def _check_config(config) -> None:
+    if not isinstance(config, TransformerConfig):
+        raise TypeError(
+            f"config must be a TransformerConfig, got {type(config).__name__}. "
+            "Pass one of KNOWN_CONFIGS or build a TransformerConfig"
+        )
 
 
 def dtype_bytes(dtype: str) -> float:
@@ -79,8 +95,14 @@ def linear_parameters(in_features: int, out_features: int, bias: bool = True) ->
 
 def mlp_widths(hidden: Sequence[int], in_features: int = 28 * 28, num_classes: int = 10) -> list[int]:
     """Return the layer widths of an MLP, input and output included."""
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+        raise TypeError(f"hidden must be a sequence of layer widths such as (512, 256), got {hidden!r}")
     if not hidden:
         raise ValueError("hidden must list at least one layer width, got an empty sequence")
+    for index, width in enumerate(hidden):
+        _check_count(f"hidden[{index}]", width)
+    _check_count("in_features", in_features)
+    _check_count("num_classes", num_classes)
     return [in_features, *hidden, num_classes]
 
 
@@ -154,6 +176,7 @@ KNOWN_CONFIGS = {c.name: c for c in (GPT2_SMALL, GPT2_XL, LLAMA2_7B, LLAMA2_70B)
 
 def transformer_parameter_breakdown(config: TransformerConfig) -> dict[str, int]:
     """Return parameter counts per part (embeddings, attention, mlp, norms, lm_head) and the total."""
+    _check_config(config)
     d, bias = config.d_model, config.bias
     kv_width = config.kv_heads * config.head_dim
     norm_size = 2 * d if config.norm == "layernorm" else d
@@ -234,6 +257,7 @@ def mlp_activation_bytes(
     the ReLU output is also the next layer's input, so it is stored once.
     """
     _check_count("batch_size", batch_size)
+    _check_positive("bytes_per_value", bytes_per_value)
     widths = mlp_widths(hidden, in_features, num_classes)
     copies_per_hidden = 3 if dropout else 1
     values = in_features + copies_per_hidden * sum(widths[1:-1]) + num_classes
@@ -251,6 +275,7 @@ def transformer_activation_bytes(
     Fused attention kernels such as FlashAttention do not store them, so
     pass ``attention_scores=False`` for those.
     """
+    _check_config(config)
     _check_count("batch_size", batch_size)
     _check_count("seq_len", seq_len)
     s, b, h, a = seq_len, batch_size, config.d_model, config.n_heads
@@ -260,6 +285,7 @@ def transformer_activation_bytes(
 
 def kv_cache_bytes(config: TransformerConfig, batch_size: int, seq_len: int, dtype: str = "bf16") -> float:
     """Return the bytes of the key/value cache of ``batch_size`` sequences of ``seq_len`` tokens."""
+    _check_config(config)
     _check_count("batch_size", batch_size)
     _check_count("seq_len", seq_len)
     per_token = 2 * config.n_layers * config.kv_heads * config.head_dim
@@ -277,6 +303,8 @@ def zero_state_bytes_per_gpu(n_params: int | float, n_gpus: int, stage: int, opt
     _check_positive("n_params", n_params)
     _check_count("n_gpus", n_gpus)
     _check_positive("optimizer_bytes", optimizer_bytes, allow_zero=True)
+    if isinstance(stage, bool) or not isinstance(stage, numbers.Integral) or stage not in range(4):
+        raise ValueError(f"ZeRO stage must be 0, 1, 2 or 3, got {stage!r}")
     weights, gradients, optimizer = 2 * n_params, 2 * n_params, optimizer_bytes * n_params
     if stage == 0:
         return weights + gradients + optimizer
@@ -286,7 +314,6 @@ def zero_state_bytes_per_gpu(n_params: int | float, n_gpus: int, stage: int, opt
         return weights + (gradients + optimizer) / n_gpus
     if stage == 3:
         return (weights + gradients + optimizer) / n_gpus
-    raise ValueError(f"ZeRO stage must be 0, 1, 2 or 3, got {stage!r}")
 
 
 def gpus_needed(total_bytes: float, gpu_bytes: float = GPU_80GB) -> int:
@@ -337,6 +364,7 @@ def compute_seconds(flops: float, peak_flops_per_s: float, utilization: float = 
     """
     _check_positive("flops", flops, allow_zero=True)
     _check_positive("peak_flops_per_s", peak_flops_per_s)
+    _check_number("utilization", utilization)
     if not 0 < utilization <= 1:
         raise ValueError(f"utilization must be in (0, 1], got {utilization!r}. Pass 0.4 for 40%")
     return flops / (peak_flops_per_s * utilization)

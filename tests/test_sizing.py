@@ -234,3 +234,64 @@ def test_measure_rejects_zero_steps():
 def test_storage_bytes_counts_views_once():
     tensor = torch.zeros(100)
     assert memory.storage_bytes([tensor, tensor[:10], tensor.view(10, 10)]) == 400
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: sizing.mlp_forward_flops([-5]), r"hidden\[0\] must be positive, got -5"),
+        (lambda: sizing.mlp_parameters((512, 0)), r"hidden\[1\] must be positive, got 0"),
+        (lambda: sizing.mlp_forward_flops([math.nan]), r"hidden\[0\] must be an integer, got nan"),
+        (lambda: sizing.mlp_forward_flops((512,), in_features=-1), "in_features must be positive, got -1"),
+        (lambda: sizing.mlp_forward_flops((512,), num_classes=0), "num_classes must be positive, got 0"),
+        (lambda: sizing.mlp_activation_bytes(10, bytes_per_value=-4), "bytes_per_value must be positive, got -4"),
+        (lambda: sizing.mlp_activation_bytes(10, bytes_per_value=math.nan), "bytes_per_value must be a finite number"),
+        (lambda: sizing.weight_bytes(math.inf), "n_params must be a finite number, got inf"),
+        (lambda: sizing.weight_bytes(math.nan), "n_params must be a finite number, got nan"),
+        (lambda: sizing.gpus_needed(math.inf), "total_bytes must be a finite number, got inf"),
+        (lambda: sizing.gpus_needed(1e9, gpu_bytes=math.inf), "gpu_bytes must be a finite number, got inf"),
+        (lambda: sizing.transformer_training_flops(7e9, -math.inf), "tokens must be a finite number"),
+        (lambda: sizing.compute_seconds(1e12, 1e12, utilization="0.4"), "utilization must be a number, got '0.4'"),
+        (lambda: sizing.compute_seconds(1e12, 1e12, utilization=math.nan), "utilization must be a finite number"),
+        (lambda: sizing.zero_state_bytes_per_gpu(1e9, 8, True), "stage must be 0, 1, 2 or 3, got True"),
+        (lambda: sizing.zero_state_bytes_per_gpu(1e9, 8, 1.5), "stage must be 0, 1, 2 or 3, got 1.5"),
+    ],
+)
+def test_sizing_rejects_bad_number(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_mlp_widths_rejects_bare_int():
+    with pytest.raises(TypeError, match="hidden must be a sequence of layer widths"):
+        sizing.mlp_parameters(512)
+
+
+def test_mlp_widths_rejects_string():
+    with pytest.raises(TypeError, match="hidden must be a sequence"):
+        sizing.mlp_forward_flops("512")
+
+
+def test_kv_cache_rejects_non_config():
+    with pytest.raises(TypeError, match="config must be a TransformerConfig, got str"):
+        sizing.kv_cache_bytes("Llama 2 7B", 1, 1)
+
+
+def test_sizing_accepts_numpy_counts():
+    numpy = pytest.importorskip("numpy")
+    assert sizing.mlp_parameters((numpy.int64(512), 256)) == 535_818
+
+
+def test_gpus_needed_zero_total_still_one():
+    assert sizing.gpus_needed(0.0) == 1
+
+
+@pytest.mark.parametrize("kwargs", [dict(repeats=-5), dict(repeats=0), dict(size=0), dict(size=2.5), dict(repeats=True)])
+def test_matmul_rate_rejects_bad_counts(kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+        memory.matmul_flops_per_second(**kwargs)
+
+
+def test_matmul_rate_small_is_positive():
+    assert memory.matmul_flops_per_second(size=16, repeats=1) > 0

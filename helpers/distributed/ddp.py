@@ -38,6 +38,7 @@ from .runtime import (
     gather_objects,
     mnist_subset,
     parameter_hash,
+    positive_float,
     process_group,
     step_seed,
     write_results,
@@ -52,23 +53,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-test", type=int, default=10_000, help="test samples used for the final accuracy")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64, help="samples per rank per step")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bucket-cap-mb", type=float, default=25.0, help="DDP gradient bucket size in MiB")
+    parser.add_argument("--bucket-cap-mb", type=positive_float, default=25.0, help="DDP gradient bucket size in MiB")
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file shared by all ranks")
     parser.add_argument("--checkpoint-every", type=int, default=20, help="steps between checkpoints")
     parser.add_argument("--kill-at-step", type=int, default=None, help=f"global step at which to kill a rank (or ${KILL_ENV})")
-    parser.add_argument("--kill-rank", type=int, default=1, help="rank that kills itself")
+    parser.add_argument("--kill-rank", type=int, default=1, help="rank that kills itself, in 0..WORLD_SIZE-1")
     parser.add_argument("--profile-dir", type=Path, default=None, help="write one Chrome trace per rank here")
     parser.add_argument("--profile-steps", type=int, default=5, help="steps recorded by the profiler")
     parser.add_argument("--out", type=Path, default=None, help="JSON results written by rank 0")
     args = parser.parse_args(argv)
     if args.kill_at_step is None and os.environ.get(KILL_ENV):
-        args.kill_at_step = int(os.environ[KILL_ENV])
+        try:
+            args.kill_at_step = int(os.environ[KILL_ENV])
+        except ValueError:
+            parser.error(f"${KILL_ENV} must be an integer step, got {os.environ[KILL_ENV]!r}")
     for name in ("epochs", "batch_size", "checkpoint_every", "profile_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.kill_at_step is not None:
+        check_fault_injection(parser, args)
     return args
+
+
+def check_fault_injection(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject a kill step or kill rank at which the fault would never happen.
+
+    The rank is checked against ``WORLD_SIZE``, which torchrun sets in every
+    worker. Outside torchrun only the lower bound can be checked.
+    """
+    if args.kill_at_step < 0:
+        parser.error(f"--kill-at-step (or ${KILL_ENV}) must be 0 or more, got {args.kill_at_step}")
+    if args.kill_rank < 0:
+        parser.error(f"--kill-rank must be 0 or more, got {args.kill_rank}")
+    world_size = os.environ.get("WORLD_SIZE", "")
+    if world_size.isdigit() and args.kill_rank >= int(world_size):
+        parser.error(
+            f"--kill-rank {args.kill_rank} is outside the world size {world_size}. "
+            f"Pass a rank in 0..{int(world_size) - 1}"
+        )
 
 
 def shard_report(sampler: DistributedSampler, n_train: int) -> dict:

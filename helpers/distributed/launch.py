@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -36,6 +37,21 @@ class WorkerRun:
         ]
 
 
+def _command_args(args: Sequence[str]) -> list[str]:
+    """Convert worker arguments to strings. A bare string is rejected because it would split into characters."""
+    if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)):
+        raise TypeError(
+            f"args must be a list or tuple of strings, got {args!r}. "
+            "Write ['--epochs', '1'] or shlex.split('--epochs 1')"
+        )
+    for index, arg in enumerate(args):
+        if isinstance(arg, bool) or not isinstance(arg, (str, os.PathLike, int, float)):
+            raise TypeError(
+                f"args[{index}] must be a string, path or number, got {arg!r} ({type(arg).__name__})"
+            )
+    return [os.fspath(arg) if isinstance(arg, os.PathLike) else str(arg) for arg in args]
+
+
 def torchrun_command(
     module: str,
     args: Sequence[str] = (),
@@ -46,21 +62,23 @@ def torchrun_command(
     """Return the command line that starts ``helpers.distributed.<module>`` on ``nproc`` local processes.
 
     It calls torchrun as ``sys.executable -m torch.distributed.run`` so that it
-    works whether or not the virtual environment is on PATH.
+    works whether or not the virtual environment is on PATH. ``args`` is a
+    list or tuple of strings, and paths and numbers in it are converted.
     """
     if module not in WORKER_MODULES:
         raise ValueError(f"unknown worker module {module!r}; expected one of {WORKER_MODULES}")
-    if not isinstance(nproc, int) or nproc < 1:
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"nproc must be a positive integer, got {nproc!r}")
-    if not isinstance(max_restarts, int) or max_restarts < 0:
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
         raise ValueError(f"max_restarts must be a non-negative integer, got {max_restarts!r}")
+    args = _command_args(args)
     command = [
         sys.executable, "-m", "torch.distributed.run",
         "--standalone", f"--nproc_per_node={nproc}", f"--max-restarts={max_restarts}",
     ]
     if rank0_only:
         command.append("--local-ranks-filter=0")
-    return [*command, "-m", f"helpers.distributed.{module}", *map(str, args)]
+    return [*command, "-m", f"helpers.distributed.{module}", *args]
 
 
 def run_workers(
@@ -82,8 +100,11 @@ def run_workers(
     With ``check`` a non-zero exit raises ``RuntimeError`` carrying the
     output's tail.
     """
-    if not isinstance(threads_per_process, int) or threads_per_process < 1:
+    if isinstance(threads_per_process, bool) or not isinstance(threads_per_process, int) or threads_per_process < 1:
         raise ValueError(f"threads_per_process must be a positive integer, got {threads_per_process!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+        raise ValueError(f"timeout_s must be a finite number of seconds above zero, got {timeout_s!r}")
+    args = _command_args(args)
     with tempfile.TemporaryDirectory(prefix="torchrun-") as tmp:
         out = Path(tmp) / "results.json"
         command = torchrun_command(module, [*args, "--out", str(out)], nproc, max_restarts, rank0_only)

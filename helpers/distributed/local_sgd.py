@@ -24,7 +24,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from ..models import MLP
-from .runtime import WorkerContext, accuracy, gather_objects, mnist_subset, parameter_hash, process_group, step_seed, write_results
+from .runtime import WorkerContext, accuracy, gather_objects, mnist_subset, parameter_hash, positive_float, process_group, step_seed, write_results
 
 
 class CommCounter:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-test", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64, help="samples per rank per step")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--periods", type=int, nargs="+", default=[4, 16, 64], help="local SGD averaging periods K in steps")
     parser.add_argument("--out", default=None, help="JSON results written by rank 0")

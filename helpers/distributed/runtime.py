@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +41,10 @@ def choose_backend(world_size: int) -> tuple[str, torch.device, int]:
     NCCL cannot run two ranks on one GPU, so a machine with fewer GPUs than
     ranks trains on the CPU with gloo.
     """
+    if isinstance(world_size, bool) or not isinstance(world_size, int):
+        raise TypeError(f"world_size must be an integer, got {world_size!r}")
+    if world_size < 1:
+        raise ValueError(f"world_size must be at least 1 (the number of ranks), got {world_size}")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if gpus >= world_size:
         return "nccl", torch.device("cuda"), gpus
@@ -132,6 +138,17 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
         correct += (logits.argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
     model.train(was_training)
     return correct / len(labels)
+
+
+def positive_float(text: str) -> float:
+    """Parse a command-line value that must be a finite number above zero (an argparse ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}. Pass a positive number such as 0.001") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above zero, got {text!r}")
+    return value
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from ..models import MLP
-from .runtime import WorkerContext, accuracy, gather_objects, mnist_subset, process_group, step_seed, write_results
+from .runtime import WorkerContext, accuracy, gather_objects, mnist_subset, positive_float, process_group, step_seed, write_results
 
 STRATEGIES = ("DDP", "ZeRO-1", "FSDP")
 
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-test", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64, help="samples per rank per step")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--out", default=None, help="JSON results written by rank 0")

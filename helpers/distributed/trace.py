@@ -13,13 +13,42 @@ _COMM_PREFIXES = ("gloo:", "nccl:", "ncclDevKernel", "ncclKernel")
 
 
 def load_events(path: str | Path) -> list[dict]:
-    """Return the complete ("X") events of a Chrome trace file."""
+    """Return the complete ("X") events of a Chrome trace file.
+
+    The file is either an object with a ``traceEvents`` list (what
+    ``torch.profiler`` exports) or a bare list of events. Anything else
+    raises ValueError naming the file.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"trace {path} not found; run the ddp worker with --profile-dir first")
-    trace = json.loads(path.read_text())
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    return [event for event in events if event.get("ph") == "X" and "dur" in event]
+    try:
+        trace = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"trace {path} is not valid JSON ({error}). Pass a file written by torch.profiler") from None
+    events = trace.get("traceEvents") if isinstance(trace, dict) else trace
+    if not isinstance(events, list):
+        raise ValueError(
+            f"trace {path} is not a Chrome trace, which is an object with a 'traceEvents' list "
+            "or a list of events. Pass a file written by torch.profiler"
+        )
+    complete = []
+    for index, event in enumerate(events):
+        if not isinstance(event, dict):
+            raise ValueError(f"trace {path}: event {index} is {event!r}, not a JSON object")
+        if event.get("ph") != "X" or "dur" not in event:
+            continue
+        has_fields = isinstance(event.get("name"), str) and _is_number(event.get("ts")) and _is_number(event["dur"])
+        if not has_fields:
+            raise ValueError(
+                f"trace {path}: complete event {index} needs a string 'name' and numeric 'ts' and 'dur', got {event!r}"
+            )
+        complete.append(event)
+    return complete
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def step_breakdown(path: str | Path) -> list[dict]:

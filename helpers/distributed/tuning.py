@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from ..models import MLP
-from .runtime import WorkerContext, mnist_subset, process_group, write_results
+from .runtime import WorkerContext, mnist_subset, positive_float, process_group, write_results
 
 WARMUP_STEPS = 3
 
@@ -68,15 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-train", type=int, default=8192)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 512], help="samples per rank per step")
-    parser.add_argument("--bucket-caps", type=float, nargs="+", default=[25.0], help="DDP bucket sizes in MiB: the last is used for every batch size, the others only with the first batch size")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--bucket-caps", type=positive_float, nargs="+", default=[25.0], help="DDP bucket sizes in MiB: the last is used for every batch size, the others only with the first batch size")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON results written by rank 0")
     args = parser.parse_args(argv)
     if any(size < 1 for size in args.batch_sizes):
         parser.error(f"--batch-sizes must be positive, got {args.batch_sizes}")
-    if any(cap <= 0 for cap in args.bucket_caps):
-        parser.error(f"--bucket-caps must be positive MiB values, got {args.bucket_caps}")
 
     with process_group() as ctx:
         train_x, train_y, _, _ = mnist_subset(args.n_train, 1)
