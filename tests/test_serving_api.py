@@ -260,3 +260,44 @@ def test_server_survives_bad_inputs(server, client, test_images):
     assert server.running()
     assert client.post("/v1/predict", json={"pixels": images[0].tolist()}).json()["predictions"][0]["label"] == labels[0]
     assert client.get("/v1/models").json()["models"] == before["models"]
+
+
+DEEP_JSON = b"[" * 50_000 + b"]" * 50_000
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/explain"])
+def test_deeply_nested_json_400(client, path):
+    response = client.post(path, content=DEEP_JSON, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "nested too deeply" in response.json()["detail"]
+
+
+def test_explain_superscript_target_422(client, test_images):
+    images, _ = test_images
+    response = client.post("/v1/explain", json={"pixels": images[0].tolist(), "target": "²"})
+    assert response.status_code == 422, response.text
+    assert "0-9" in response.json()["detail"]
+
+
+def test_multipart_model_as_file_422(client, test_images):
+    images, _ = test_images
+    files = [("file", ("digit.png", png_bytes(images[0]), "image/png")), ("model", ("m.txt", b"abcdef", "text/plain"))]
+    response = client.post("/v1/predict", files=files)
+    assert response.status_code == 422, response.text
+    assert "'model' must be a text field" in response.json()["detail"]
+
+
+def test_multipart_target_twice_422(client, test_images):
+    images, _ = test_images
+    files = [("file", ("digit.png", png_bytes(images[0]), "image/png")), ("target", (None, "3")), ("target", (None, "5"))]
+    response = client.post("/v1/explain", files=files)
+    assert response.status_code == 422, response.text
+    assert "'target' is given 2 times" in response.json()["detail"]
+
+
+def test_multipart_target_once_accepted(client, test_images):
+    images, _ = test_images
+    files = [("file", ("digit.png", png_bytes(images[0]), "image/png")), ("target", (None, "3"))]
+    response = client.post("/v1/explain", files=files)
+    assert response.status_code == 200, response.text
+    assert response.json()["target"] == 3

@@ -222,3 +222,86 @@ def test_settings_with_hooks_not_serialisable(parts):
     *_, settings = parts
     with pytest.raises(ValueError, match="cannot be serialised"):
         settings.to_dict()
+
+
+def register_upload(client, metadata_text):
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in zoo.trained_model("mlp").state_dict().items()})
+    return client.post(
+        "/v1/models", headers=admin(), files={"file": ("m.safetensors", data), "metadata": (None, metadata_text)}
+    )
+
+
+def test_register_nested_metadata_422(parts):
+    client, *_ = parts
+    response = register_upload(client, "[" * 50_000 + "]" * 50_000)
+    assert response.status_code == 422, response.text
+    assert "nested too deeply" in response.json()["detail"]
+
+
+def test_canary_nested_body_400(parts):
+    client, *_ = parts
+    body = b"[" * 50_000 + b"]" * 50_000
+    response = client.put("/v1/canary", content=body, headers={**admin(), "Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "nested too deeply" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "architecture,words",
+    [
+        ({"kind": "mlp", "config": {"in_features": -1}}, "in_features"),
+        ({"kind": "cnn", "config": {"channels": [-1, 5]}}, "channels"),
+        ({"kind": "mlp", "config": {"hidden": [10**13]}}, "limit"),
+        ({"kind": "mlp", "config": {"hidden": [100_000, 100_000]}}, "limit"),
+        ({"kind": "mlp", "config": [1]}, "must be a dict"),
+    ],
+    ids=["negative-input", "negative-channels", "huge-width", "huge-total", "config-list"],
+)
+def test_register_bad_architecture_409(parts, architecture, words):
+    client, *_ = parts
+    before = client.get("/v1/models", headers=reader()).json()["models"]
+    response = register_upload(client, json.dumps({"architecture": architecture}))
+    assert response.status_code == 409, response.text
+    assert words in response.json()["detail"]
+    assert client.get("/v1/models", headers=reader()).json()["models"] == before
+
+
+def test_pinned_refused_version_409(parts):
+    client, _, verifier, settings = parts
+    production = client.get("/health").json()["model_version"]
+    other = next(v.version for v in ModelRegistry(settings.registry_dir).versions() if v.version != production)
+    verifier.refuse = True
+    response = client.post("/v1/predict", json={**BLANK, "model": other}, headers=reader())
+    assert response.status_code == 409, response.text
+    assert "signature missing" in response.json()["detail"]
+    assert client.post("/v1/predict", json=BLANK, headers=reader()).status_code == 200
+
+
+def test_corrupted_state_named(parts):
+    client, _, _, settings = parts
+    state_path = settings.registry_dir / "state.json"
+    saved = state_path.read_text()
+    state_path.write_text("{broken")
+    try:
+        listing = client.get("/v1/models", headers=reader())
+        rollback = client.post("/v1/rollback", headers=admin())
+    finally:
+        state_path.write_text(saved)
+    assert listing.status_code == 503, listing.text
+    assert "state.json" in listing.json()["detail"]
+    assert rollback.status_code == 409, rollback.text
+    assert "state.json" in rollback.json()["detail"]
+    assert client.get("/v1/models", headers=reader()).status_code == 200
+
+
+def test_corrupted_state_fails_startup(tmp_path, mnist_root):
+    from helpers.serving.registry import RegistryError
+
+    settings = ServingSettings(registry_dir=tmp_path / "registry", bootstrap=False)
+    settings.registry_dir.mkdir()
+    (settings.registry_dir / "state.json").write_text("{broken")
+    with pytest.raises(RegistryError, match="state.json"):
+        with TestClient(create_app(settings)):
+            pass

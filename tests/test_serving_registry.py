@@ -117,3 +117,45 @@ def test_wrong_config_rejected(registry):
     with pytest.raises(RegistryError, match="does not hold valid weights"):
         registry.register(small_mlp(0), {"kind": "mlp", "config": {"hidden": [32]}})
     assert registry.versions() == []
+
+
+def test_huge_architecture_rejected(registry):
+    with pytest.raises(RegistryError, match="limit"):
+        registry.register(small_mlp(0), {"kind": "mlp", "config": {"hidden": [100_000, 100_000]}})
+
+
+def test_load_bad_stored_config(registry):
+    entry = registry.register(small_mlp(0), MLP)
+    meta_path = registry.artifacts / f"{entry.version}.json"
+    stored = json.loads(meta_path.read_text())
+    stored["architecture"] = {"kind": "mlp", "config": {"in_features": -1}}
+    meta_path.write_text(json.dumps(stored))
+    with pytest.raises(RegistryError, match="in_features"):
+        registry.load(entry.version)
+
+
+def test_unserialisable_metadata_leaves_nothing(registry):
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        registry.register(small_mlp(0), MLP, metrics={"a": object()})
+    assert list(registry.artifacts.iterdir()) == []
+
+
+def test_corrupted_state_named(registry):
+    registry._state_path.write_text("{broken")
+    with pytest.raises(RegistryError, match="state.json"):
+        registry.state()
+
+
+def test_state_not_object_named(registry):
+    registry._state_path.write_text("[]")
+    with pytest.raises(RegistryError, match="state.json"):
+        registry.state()
+
+
+def test_corrupted_metadata_named(registry):
+    entry = registry.register(small_mlp(0), MLP)
+    (registry.artifacts / f"{entry.version}.json").write_text("{broken")
+    with pytest.raises(RegistryError, match=f"{entry.version}.json"):
+        registry.versions()
+    with pytest.raises(RegistryError, match=f"{entry.version}.json"):
+        registry.get(entry.version)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import models
-from helpers.serving import ensemble, explain, scenes
+from helpers.serving import ensemble, explain, loadgen, scenes
 from helpers.serving.batching import DynamicBatcher, ServedModel, model_executor
 from helpers.serving.inputs import InputError, fit_like_mnist, pixels_from_json
 from helpers.serving.settings import ServingSettings
@@ -154,3 +154,75 @@ def test_start_server_rejects_public_host():
 
     with pytest.raises(ValueError, match="loopback"):
         start_server(host="0.0.0.0")
+
+
+@pytest.mark.parametrize(
+    "field,value,error",
+    [
+        ("bootstrap", "no", TypeError),
+        ("batching", "no", TypeError),
+        ("device", "tpu", ValueError),
+        ("device", 0, TypeError),
+        ("max_wait_ms", True, ValueError),
+        ("extra", [1], TypeError),
+        ("explain_steps", 10**8, ValueError),
+        ("registry_dir", 5, TypeError),
+    ],
+)
+def test_settings_bad_types(field, value, error):
+    with pytest.raises(error, match=field):
+        ServingSettings(**{field: value})
+
+
+def test_settings_device_cpu_accepted():
+    assert ServingSettings(device="cpu").device == "cpu"
+
+
+@pytest.mark.parametrize("kwargs,words", [({"target": -1}, "target"), ({"target": 10}, "target"), ({"steps": 0}, "steps")])
+def test_attribute_bad_arguments(kwargs, words):
+    model = models.MLP(hidden=(8,), dropout=0.0).eval()
+    arguments = {"target": 3, **kwargs}
+    with pytest.raises(ValueError, match=words):
+        explain.attribute(model, torch.rand(1, 1, 28, 28), **arguments)
+
+
+def test_attribute_tensor_target_out_of_range():
+    model = models.MLP(hidden=(8,), dropout=0.0).eval()
+    with pytest.raises(ValueError, match="target"):
+        explain.attribute(model, torch.rand(2, 1, 28, 28), torch.tensor([1, 10]), "saliency")
+
+
+@pytest.mark.parametrize("path,content_type", [("/v1/predict\r\nX-Evil: 1", "application/json"),
+                                               ("/v1/predict", "application/json\r\nX-Evil: 1")])
+def test_build_request_rejects_crlf(path, content_type):
+    with pytest.raises(ValueError, match="control characters"):
+        loadgen.build_request("http://127.0.0.1:8000", path, b"{}", content_type)
+
+
+def test_build_request_needs_port():
+    with pytest.raises(ValueError, match="explicit port"):
+        loadgen.build_request("http://127.0.0.1", "/v1/predict", b"{}")
+
+
+def test_run_load_negative_seconds():
+    request = loadgen.build_request("http://127.0.0.1:8000", "/v1/predict", b"{}")
+    with pytest.raises(ValueError, match="max_seconds"):
+        loadgen.run_load("http://127.0.0.1:8000", request, concurrency=1, requests=1, max_seconds=-1)
+
+
+def test_load_summary_empty_run():
+    summary = loadgen.LoadResult(concurrency=1, seconds=0.0).summary()
+    assert summary["p50_ms"] is None
+    assert summary["p99_ms"] is None
+
+
+def test_json_body_rejects_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        loadgen.json_body({"pixels": [float("nan")]})
+
+
+@pytest.mark.parametrize("size,batch_size,words", [(0, 10, "empty"), (4, -1, "batch_size"), (4, 0, "batch_size")])
+def test_accuracy_bad_arguments(size, batch_size, words):
+    model = models.MLP(hidden=(8,), dropout=0.0).eval()
+    with pytest.raises(ValueError, match=words):
+        ensemble.accuracy(model, torch.rand(size, 1, 28, 28), torch.zeros(size, dtype=torch.long), batch_size)

@@ -32,7 +32,7 @@ from .explain import METHODS
 from .hooks import ADMIN_SCOPE, ANONYMOUS, PREDICT_SCOPE, AuthenticationError, Principal
 from .inputs import InputError, check_count, pixels_from_image, pixels_from_json
 from .openapi import ADMIN_REGISTER_BODY, CANARY_BODY, EXPLAIN_BODY, PREDICT_BODY
-from .registry import RegistryError, VersionNotFoundError
+from .registry import ArtifactRejectedError, RegistryError, VersionNotFoundError
 from .settings import ServingSettings
 from .state import ServingState
 
@@ -137,12 +137,16 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def list_models(request: Request) -> JSONResponse:
         """List registered versions with metadata and their role."""
         request_id = _request_id(request)
-        await authorize(request, PREDICT_SCOPE)
-        state = await serving()
-        stored = state.registry.state()
+        try:
+            await authorize(request, PREDICT_SCOPE)
+            state = await serving()
+            stored = state.registry.state()
+            entries = state.registry.versions()
+        except Exception as error:
+            raise _as_http_error(error, request_id) from error
         canary = stored.get("canary") or {}
         rows = []
-        for entry in state.registry.versions():
+        for entry in entries:
             role = None
             if entry.version == stored["production"]:
                 role = "production"
@@ -279,6 +283,8 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 metadata = json.loads(metadata_text) if isinstance(metadata_text, str) else None
             except json.JSONDecodeError as error:
                 raise InputError(422, f"field 'metadata' is not valid JSON: {error}") from None
+            except RecursionError:
+                raise InputError(422, "field 'metadata' is nested too deeply; send a flat JSON object") from None
             if not isinstance(metadata, dict) or "architecture" not in metadata:
                 raise InputError(422, 'field \'metadata\' must be a JSON object with "architecture" '
                                       '({"kind": "mlp"|"cnn", "config": {...}})')
@@ -389,6 +395,10 @@ def _as_http_error(error: Exception, request_id: str, admin: bool = False) -> HT
         return HTTPException(error.status, error.message, headers=headers)
     if isinstance(error, VersionNotFoundError):
         return HTTPException(404, str(error), headers=headers)
+    if isinstance(error, ArtifactRejectedError):
+        # The version exists but cannot be served (refused by the verifier,
+        # corrupted, unloadable), so retrying the same request cannot help.
+        return HTTPException(409, str(error), headers=headers)
     if isinstance(error, (RegistryError, ValueError)):
         # Admin: the request conflicts with the registry (refused artefact,
         # nothing to roll back). Predict: no usable model right now.
@@ -404,6 +414,8 @@ def _json_object(body: bytes, allowed: tuple[str, ...]) -> dict[str, Any]:
         value = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(400, f"request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InputError(400, "request body is nested too deeply; send a flat JSON object") from None
     if not isinstance(value, dict):
         raise InputError(422, f"request body must be a JSON object, got {type(value).__name__}")
     unknown = sorted(set(value) - set(allowed))
@@ -415,7 +427,7 @@ def _json_object(body: bytes, allowed: tuple[str, ...]) -> dict[str, Any]:
 def _parse_target(value: Any) -> int | None:
     if value is None or value == "":
         return None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,2}", value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
         raise InputError(422, f'"target" must be a class index 0-9, got {value!r}')
@@ -453,7 +465,15 @@ async def _read_images(
         images = []
         for upload in uploads:
             images.append(pixels_from_image(await upload.read(), upload.filename or "file", settings.max_image_side))
-        options = {key: form.get(key) for key in allowed - {"file"} if form.get(key) is not None}
+        options = {}
+        for key in sorted(allowed - {"file"}):
+            values = form.getlist(key)
+            if len(values) > 1:
+                raise InputError(422, f"form field {key!r} is given {len(values)} times; send it once")
+            if values and not isinstance(values[0], str):
+                raise InputError(422, f"form field {key!r} must be a text field, not a file upload")
+            if values:
+                options[key] = values[0]
         return torch.stack(images), options
     raise InputError(
         415, f"unsupported content type {content_type or '(none)'!r}; use application/json, "

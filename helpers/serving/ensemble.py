@@ -73,6 +73,12 @@ def trained_small_mlp(device: torch.device | str = "cpu", root: str | Path | Non
 @torch.inference_mode()
 def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000) -> float:
     """Return the top-1 accuracy of ``model`` (logits or probabilities) on normalised inputs."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if len(inputs) == 0:
+        raise ValueError("inputs are empty; accuracy needs at least one example")
+    if len(inputs) != len(labels):
+        raise ValueError(f"inputs and labels differ in length: {len(inputs)} and {len(labels)}")
     device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(inputs), batch_size):

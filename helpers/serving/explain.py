@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from captum.attr import IntegratedGradients, Saliency
 from torch import nn
@@ -26,8 +28,15 @@ def attribute(
     """
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; expected one of {list(METHODS)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
     device = next(model.parameters()).device
     inputs = normalize(pixels).to(device).requires_grad_(True)
+    # NOTE: this extra forward pass on one image finds the class count. It
+    # would update the running statistics of a BatchNorm model left in train mode.
+    with torch.no_grad():
+        classes = model(inputs[:1]).shape[1]
+    _check_target(target, classes)
     if isinstance(target, torch.Tensor):
         target = target.to(device)
     if method == "saliency":
@@ -40,6 +49,21 @@ def attribute(
             inputs, baselines=baseline, target=target, n_steps=steps, internal_batch_size=len(pixels) * min(steps, 8)
         )
     return result.detach().cpu()
+
+
+def _check_target(target: torch.Tensor | int, classes: int) -> None:
+    """Reject a class index outside [0, classes), which Captum would wrap (-1) or fail on."""
+    if isinstance(target, torch.Tensor):
+        if target.dtype.is_floating_point or target.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+        bad = target[(target < 0) | (target >= classes)]
+        if bad.numel():
+            raise ValueError(f"target class indices must be in [0, {classes - 1}], got {bad.tolist()}")
+        return
+    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
+        raise TypeError(f"target must be an int or an integer tensor, got {target!r}")
+    if not 0 <= target < classes:
+        raise ValueError(f"target must be a class index in [0, {classes - 1}], got {target}")
 
 
 def delete_top_pixels(pixels: torch.Tensor, scores: torch.Tensor, fraction: float) -> torch.Tensor:

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import numpy as np
 
@@ -51,23 +51,27 @@ class LoadResult:
             return float("nan")
         return float(np.percentile(self.latencies_ms, q))
 
-    def summary(self) -> dict[str, float]:
-        """Return concurrency, requests, failures, throughput, p50 and p99."""
+    def summary(self) -> dict[str, float | None]:
+        """Return concurrency, requests, failures, throughput, p50 and p99 (None without responses)."""
+        empty = not self.latencies_ms
         return {
             "concurrency": self.concurrency,
             "requests": self.ok + self.failed,
             "failed": self.failed,
             "throughput_rps": round(self.throughput, 1),
-            "p50_ms": round(self.percentile(50), 2),
-            "p99_ms": round(self.percentile(99), 2),
+            "p50_ms": None if empty else round(self.percentile(50), 2),
+            "p99_ms": None if empty else round(self.percentile(99), 2),
         }
 
 
 def build_request(url: str, path: str, body: bytes, content_type: str = "application/json") -> bytes:
     """Return the bytes of an HTTP/1.1 POST with a keep-alive connection."""
-    parts = urlsplit(url)
-    if parts.scheme != "http":
-        raise ValueError(f"the load generator speaks plain HTTP only, got {url!r}")
+    parts = _split_url(url)
+    for name, value in (("path", path), ("content_type", content_type)):
+        if any(ord(char) < 32 or ord(char) == 127 for char in value):
+            raise ValueError(f"{name} {value!r} contains control characters such as CR or LF; remove them")
+    if not path.startswith("/"):
+        raise ValueError(f"path must start with '/', got {path!r}")
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
@@ -75,9 +79,26 @@ def build_request(url: str, path: str, body: bytes, content_type: str = "applica
     return head.encode("ascii") + body
 
 
+def _split_url(url: str) -> SplitResult:
+    """Split an ``http://host:port`` URL; a missing scheme or port raises ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ValueError(f"the load generator speaks plain HTTP only, got {url!r}")
+    try:
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"invalid port in {url!r}: {error}") from None
+    if not parts.hostname or port is None:
+        raise ValueError(f"URL {url!r} needs a host and an explicit port, like http://127.0.0.1:8000")
+    return parts
+
+
 def json_body(payload: object) -> bytes:
-    """Return compact JSON bytes for a request body."""
-    return json.dumps(payload, separators=(",", ":")).encode()
+    """Return compact JSON bytes for a request body; NaN or infinity raises ValueError."""
+    try:
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as error:
+        raise ValueError(f"payload is not valid JSON ({error}); replace NaN and infinite values") from None
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, str | None]:
@@ -110,7 +131,10 @@ async def run_load_async(
     """Send ``requests`` copies of ``request`` with ``concurrency`` connections."""
     if concurrency < 1 or requests < 1:
         raise ValueError(f"concurrency and requests must be positive, got {concurrency} and {requests}")
-    parts = urlsplit(url)
+    for name, value in (("max_seconds", max_seconds), ("timeout_s", timeout_s)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    parts = _split_url(url)
     result = LoadResult(concurrency=concurrency, seconds=0.0)
     remaining = requests
     deadline = time.perf_counter() + max_seconds

@@ -50,6 +50,16 @@ class VersionNotFoundError(RegistryError):
     """A version id that is malformed, unknown or an ambiguous prefix."""
 
 
+class ArtifactRejectedError(RegistryError):
+    """A stored version that exists but cannot be served because it is rejected, corrupted or unloadable."""
+
+
+# Architectures with more parameters are rejected before any memory is
+# allocated: 50M float32 parameters are 200 MB, far above the book's models
+# (the default MLP has about 0.54M parameters).
+MAX_PARAMETERS = 50_000_000
+
+
 def build_architecture(architecture: dict[str, Any]) -> nn.Module:
     """Return an untrained model from ``{"kind": ..., "config": {...}}``."""
     if not isinstance(architecture, dict):
@@ -58,9 +68,22 @@ def build_architecture(architecture: dict[str, Any]) -> nn.Module:
     if kind not in ARCHITECTURES:
         raise RegistryError(f"unknown architecture kind {kind!r}; expected one of {sorted(ARCHITECTURES)}")
     config = architecture.get("config") or {}
+    if not isinstance(config, dict):
+        raise RegistryError(f"architecture config must be a dict of constructor arguments, got {config!r}")
     try:
+        # The meta device records shapes without allocating memory, so a huge
+        # config is counted and rejected before it can exhaust RAM.
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in ARCHITECTURES[kind](**config).parameters())
+        if parameters > MAX_PARAMETERS:
+            raise RegistryError(
+                f"config {config!r} for architecture {kind!r} has {parameters:,} parameters, "
+                f"more than the limit of {MAX_PARAMETERS:,}; use smaller layer widths"
+            )
         return ARCHITECTURES[kind](**config)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+        if isinstance(error, RegistryError):
+            raise
         raise RegistryError(f"invalid config {config!r} for architecture {kind!r}: {error}") from error
 
 
@@ -71,6 +94,18 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _read_json(path: Path, what: str, fix: str) -> Any:
+    """Parse a registry JSON file; a corrupted file raises ``RegistryError`` naming it and ``fix``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise RegistryError(f"{what} {path} is corrupted ({error}); {fix}") from None
+
+
+_STATE_FIX = "restore it from a backup, or delete it to start with no production model"
+_METADATA_FIX = "restore it from a backup, or delete it with its .safetensors file and register the weights again"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -192,8 +227,21 @@ class ModelRegistry:
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "bytes": tmp.stat().st_size,
                 }
+                # Serialise before moving the weights into place, so that
+                # metadata that is not JSON leaves no version without metadata.
+                try:
+                    text = json.dumps(metadata, indent=2, sort_keys=True)
+                except (TypeError, ValueError) as error:
+                    raise TypeError(
+                        f"metadata of model version {version[:12]} is not JSON-serialisable ({error}); "
+                        "pass name, metrics, data and architecture as JSON values"
+                    ) from None
                 os.replace(tmp, path)
-                _write_atomic(meta_path, json.dumps(metadata, indent=2, sort_keys=True))
+                try:
+                    _write_atomic(meta_path, text)
+                except BaseException:
+                    path.unlink(missing_ok=True)
+                    raise
         finally:
             tmp.unlink(missing_ok=True)
         log.info("registered model version %s (%s)", version[:12], name or architecture.get("kind"))
@@ -206,7 +254,7 @@ class ModelRegistry:
             version = meta_path.stem
             path = self.artifacts / f"{version}.safetensors"
             if path.exists():
-                found.append(ModelVersion(version, path, json.loads(meta_path.read_text(encoding="utf-8"))))
+                found.append(ModelVersion(version, path, _read_json(meta_path, "metadata file", _METADATA_FIX)))
         return sorted(found, key=lambda item: (item.metadata.get("created_at", ""), item.version))
 
     def resolve(self, version: str) -> str:
@@ -228,7 +276,7 @@ class ModelRegistry:
         meta_path = self.artifacts / f"{version}.json"
         if not meta_path.exists():
             raise RegistryError(f"model version {version[:12]} has no metadata file {meta_path.name}")
-        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+        metadata = _read_json(meta_path, "metadata file", _METADATA_FIX)
         return ModelVersion(version, self.artifacts / f"{version}.safetensors", metadata)
 
     def load(self, version: str, device: torch.device | str = "cpu") -> tuple[ModelVersion, nn.Module]:
@@ -242,17 +290,24 @@ class ModelRegistry:
             try:
                 self.verifier.verify(entry.path)
             except Exception as error:
-                raise RegistryError(f"verifier refused model version {entry.short}: {error}") from error
+                raise ArtifactRejectedError(f"verifier refused model version {entry.short}: {error}") from error
         actual = file_sha256(entry.path)
         if actual != entry.version:
-            raise RegistryError(
+            raise ArtifactRejectedError(
                 f"artefact {entry.path.name} is corrupted: its SHA-256 is {actual[:12]}, expected {entry.short}"
             )
-        model = build_architecture(entry.metadata["architecture"])
+        if not isinstance(entry.metadata, dict) or "architecture" not in entry.metadata:
+            raise ArtifactRejectedError(
+                f"metadata file of model version {entry.short} has no \"architecture\"; register the weights again"
+            )
+        try:
+            model = build_architecture(entry.metadata["architecture"])
+        except RegistryError as error:
+            raise ArtifactRejectedError(f"cannot build model version {entry.short}: {error}") from error
         try:
             model.load_state_dict(load_file(str(entry.path)))
         except (RuntimeError, OSError) as error:
-            raise RegistryError(f"cannot load weights of model version {entry.short}: {error}") from error
+            raise ArtifactRejectedError(f"cannot load weights of model version {entry.short}: {error}") from error
         return entry, model.to(device).eval()
 
     # --- production pointer, history and canary ---------------------------
@@ -261,7 +316,19 @@ class ModelRegistry:
         """Return ``{"production", "history", "canary"}`` as stored on disk."""
         if not self._state_path.exists():
             return {"production": None, "history": [], "canary": None}
-        return json.loads(self._state_path.read_text(encoding="utf-8"))
+        state = _read_json(self._state_path, "registry state file", _STATE_FIX)
+        if not (
+            isinstance(state, dict)
+            and (state.get("production") is None or isinstance(state.get("production"), str))
+            and isinstance(state.get("history"), list)
+            and (state.get("canary") is None or isinstance(state.get("canary"), dict))
+        ):
+            raise RegistryError(
+                f"registry state file {self._state_path} is corrupted: expected an object with "
+                f'"production", "history" and "canary"; {_STATE_FIX}'
+            )
+        state.setdefault("canary", None)
+        return state
 
     def _update_state(self, change) -> dict[str, Any]:
         with self._locked():

@@ -19,11 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .hooks import ArtifactVerifier, AuditSink, Authenticator, RateLimiter
 
 SETTINGS_ENV = "MNIST_SERVING_SETTINGS"
 
 _HOOK_FIELDS = ("authenticator", "rate_limiter", "audit", "verifier")
+
+# Integrated Gradients runs one forward and backward pass per step, so the
+# step count bounds the CPU time of one explain request.
+MAX_EXPLAIN_STEPS = 1024
 
 
 def default_registry_dir() -> Path:
@@ -70,7 +76,12 @@ class ServingSettings:
 
     def __post_init__(self) -> None:
         if self.registry_dir is not None:
+            if not isinstance(self.registry_dir, (str, os.PathLike)):
+                raise TypeError(f"registry_dir must be a path or None, got {self.registry_dir!r}")
             self.registry_dir = Path(self.registry_dir)
+        for name in ("batching", "bootstrap"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         positive = {
             "max_batch_size": self.max_batch_size,
             "max_body_bytes": self.max_body_bytes,
@@ -82,10 +93,34 @@ class ServingSettings:
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.max_wait_ms, (int, float)) or not 0 <= self.max_wait_ms <= 1000:
+        if self.explain_steps > MAX_EXPLAIN_STEPS:
+            raise ValueError(f"explain_steps must be at most {MAX_EXPLAIN_STEPS}, got {self.explain_steps!r}")
+        if (
+            isinstance(self.max_wait_ms, bool)
+            or not isinstance(self.max_wait_ms, (int, float))
+            or not 0 <= self.max_wait_ms <= 1000
+        ):
             raise ValueError(f"max_wait_ms must be a number in [0, 1000], got {self.max_wait_ms!r}")
         if self.bootstrap_model not in ("mlp", "cnn"):
             raise ValueError(f"bootstrap_model must be 'mlp' or 'cnn', got {self.bootstrap_model!r}")
+        self._check_device()
+        if not isinstance(self.extra, dict):
+            raise TypeError(f"extra must be a dict of JSON values, got {self.extra!r}")
+
+    def _check_device(self) -> None:
+        """Reject a device name that ``pick_device`` can never accept. Availability is checked at startup."""
+        if self.device is None:
+            return
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r}")
+        if self.device in ("", "auto"):
+            return
+        try:
+            kind = torch.device(self.device).type
+        except (RuntimeError, TypeError):
+            kind = None
+        if kind not in ("cuda", "mps", "cpu"):
+            raise ValueError(f"unknown device {self.device!r}; use 'auto', 'cuda', 'cuda:N', 'mps' or 'cpu'")
 
     def resolved_registry_dir(self) -> Path:
         """Return ``registry_dir``, or the default registry when it is None."""
