@@ -52,7 +52,8 @@ def describe_device(device: torch.device | str) -> str:
         return f"{props.name} (CUDA {props.major}.{props.minor}, {props.total_memory / 2**30:.0f} GiB)"
     if device.type == "mps":
         return "Apple MPS"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
 
 
 def seed_everything(seed: int = 0) -> None:
