@@ -66,6 +66,24 @@ def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 2000) ->
     return torch.cat(parts)
 
 
+def _require_finite(name: str, values: torch.Tensor) -> None:
+    """Raise ``ValueError`` when ``values`` contains NaN or infinity, which would hide an alarm."""
+    if not torch.is_tensor(values):
+        raise TypeError(f"{name} must be a tensor, got {type(values).__name__}")
+    bad = (~torch.isfinite(values)).sum().item() if values.is_floating_point() else 0
+    if bad:
+        raise ValueError(f"{name} contains {bad} NaN or infinite values; drop or fix them before scoring")
+
+
+def _require_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number above zero (or zero when allowed)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        limit = "zero or positive" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a {limit} finite number, got {value!r}")
+
+
 def msp_score(logits: torch.Tensor) -> torch.Tensor:
     """Return the maximum softmax probability (Hendrycks and Gimpel, 2017)."""
     return F.softmax(logits, dim=1).max(dim=1).values
@@ -73,8 +91,7 @@ def msp_score(logits: torch.Tensor) -> torch.Tensor:
 
 def energy_score(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Return the negative free energy ``T * logsumexp(logits / T)`` (Liu et al., 2020)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature!r}")
+    _require_positive("temperature", temperature)
     return temperature * torch.logsumexp(logits / temperature, dim=1)
 
 
@@ -107,6 +124,8 @@ class MahalanobisScorer:
         """Estimate class means and the shared precision matrix from ``features``."""
         if len(features) != len(labels):
             raise ValueError(f"features and labels differ in length ({len(features)} vs {len(labels)})")
+        _require_positive("ridge", ridge, allow_zero=True)
+        _require_finite("features", features)
         features = features.double()
         classes = labels.unique().tolist()
         means = torch.stack([features[labels == c].mean(0) for c in classes])
@@ -131,6 +150,8 @@ def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
     """
     if len(in_scores) == 0 or len(out_scores) == 0:
         raise ValueError("auroc needs at least one in-distribution and one OOD score")
+    _require_finite("in_scores", in_scores)
+    _require_finite("out_scores", out_scores)
     scores = torch.cat([in_scores.double(), out_scores.double()])
     order = scores.argsort()
     ranks = torch.empty_like(scores)
@@ -156,10 +177,14 @@ class DriftAlarm:
     """
 
     def __init__(self, reference: torch.Tensor, window: int = 200, z_threshold: float = 5.0):
+        if isinstance(window, bool) or not isinstance(window, int):
+            raise TypeError(f"window must be an integer number of samples, got {window!r}")
         if window < 2:
             raise ValueError(f"window must be at least 2 samples, got {window!r}")
         if len(reference) < 2:
             raise ValueError(f"reference needs at least 2 scores, got {len(reference)}")
+        _require_finite("reference", reference)
+        _require_positive("z_threshold", z_threshold, allow_zero=True)
         self.window = window
         self.z_threshold = z_threshold
         self.mean = reference.double().mean().item()
@@ -167,8 +192,16 @@ class DriftAlarm:
         self._recent: list[float] = []
 
     def update(self, scores: torch.Tensor) -> bool:
-        """Add ``scores`` to the window; return True when the window mean is out of range."""
-        self._recent.extend(float(s) for s in scores)
+        """Add ``scores`` to the window; return True when the window mean is out of range.
+
+        Raises ``ValueError`` on NaN or infinite scores, because one of them
+        would make the window mean NaN and silence the alarm.
+        """
+        values = [float(s) for s in scores]
+        bad = sum(not math.isfinite(value) for value in values)
+        if bad:
+            raise ValueError(f"scores contains {bad} NaN or infinite values; drop or fix them before updating the alarm")
+        self._recent.extend(values)
         self._recent = self._recent[-self.window :]
         return len(self._recent) == self.window and self.z_score() < -self.z_threshold
 

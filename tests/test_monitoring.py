@@ -79,3 +79,52 @@ def test_drift_alarm_quiet_then_fires(scores):
 def test_drift_alarm_rejects_tiny_window():
     with pytest.raises(ValueError, match="window"):
         monitoring.DriftAlarm(torch.ones(10), window=1)
+
+
+NAN = float("nan")
+
+
+def test_drift_alarm_nan_scores_raise():
+    alarm = monitoring.DriftAlarm(torch.linspace(0.9, 1.0, 100), window=5)
+    with pytest.raises(ValueError, match="NaN"):
+        alarm.update(torch.full((5,), NAN))
+    assert alarm.z_score() == 0.0
+
+
+@pytest.mark.parametrize(
+    "reference, window, z_threshold",
+    [(torch.tensor([1.0, NAN, 0.5]), 5, 5.0), (torch.linspace(0, 1, 10), 5, NAN), (torch.linspace(0, 1, 10), 5, -1.0)],
+)
+def test_drift_alarm_rejects_bad_parameters(reference, window, z_threshold):
+    with pytest.raises(ValueError):
+        monitoring.DriftAlarm(reference, window=window, z_threshold=z_threshold)
+
+
+def test_drift_alarm_rejects_float_window():
+    with pytest.raises(TypeError, match="window"):
+        monitoring.DriftAlarm(torch.ones(10), window=NAN)
+
+
+@pytest.mark.parametrize("inside, outside", [([NAN, NAN], [0.1, 0.2]), ([0.5], [float("inf")])])
+def test_auroc_rejects_non_finite(inside, outside):
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        monitoring.auroc(torch.tensor(inside), torch.tensor(outside))
+
+
+def test_mahalanobis_rejects_nan_features():
+    features = torch.randn(10, 3)
+    features[2, 1] = NAN
+    with pytest.raises(ValueError, match="features"):
+        monitoring.MahalanobisScorer.fit(features, torch.arange(10) % 2)
+
+
+@pytest.mark.parametrize("ridge", [-1e-3, NAN])
+def test_mahalanobis_rejects_bad_ridge(ridge):
+    with pytest.raises(ValueError, match="ridge"):
+        monitoring.MahalanobisScorer.fit(torch.randn(10, 3), torch.arange(10) % 2, ridge=ridge)
+
+
+@pytest.mark.parametrize("temperature", [NAN, float("inf"), 0.0])
+def test_energy_rejects_bad_temperature(temperature):
+    with pytest.raises(ValueError, match="temperature"):
+        monitoring.energy_score(torch.randn(4, 10), temperature=temperature)

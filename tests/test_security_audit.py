@@ -57,3 +57,27 @@ def test_raw_input_rejected(tmp_path):
     with pytest.raises(ValueError, match="raw inputs"):
         log.record({**event(0), "pixels": [[0.0]]})
     assert audit.read_audit_log(tmp_path / "audit.jsonl") == []
+
+
+@pytest.mark.parametrize("key", ["seq", "prev_sha256", "time"])
+def test_chain_keys_rejected(tmp_path, key):
+    path = tmp_path / "audit.jsonl"
+    log = audit.JsonlAuditLog(path)
+    with pytest.raises(ValueError, match="reserved"):
+        log.record({**event(0), key: 999})
+    log.record(event(1))
+    assert audit.verify_audit_log(path) == 1
+
+
+def test_verify_rejects_non_object_line(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    path.write_text("[1, 2]\n")
+    with pytest.raises(audit.AuditLogError, match="expected an object"):
+        audit.verify_audit_log(path)
+
+
+def test_read_rejects_non_utf8(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b'{"seq": 1, "note": "\xff"}\n')
+    with pytest.raises(audit.AuditLogError, match="line 1"):
+        audit.read_audit_log(path)

@@ -1,5 +1,7 @@
 """Scoped bearer tokens and the token-bucket rate limiter (units)."""
 
+import json
+
 import pytest
 
 from helpers.serving.hooks import AuthenticationError
@@ -53,3 +55,32 @@ def test_rate_limiter_refills_per_token():
     now[0] = 0.5
     assert limiter.allow("a")
     assert not limiter.allow("a")
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), 0.0])
+def test_rate_limiter_rejects_bad_rate(rate):
+    with pytest.raises(ValueError, match="rate_per_s"):
+        auth.TokenBucketRateLimiter(rate, 2)
+
+
+def token_row(**changes):
+    row = {"token_id": "ops", "secret_sha256": "a" * 64, "scopes": ["admin"]}
+    row.update(changes)
+    return {key: value for key, value in row.items() if value is not None}
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (token_row(scopes="admin"), "list of strings"),
+        (token_row(scopes=["root"]), "invalid scopes"),
+        (token_row(secret_sha256=None), "missing keys"),
+        (token_row(token_id="bad id"), "token_id"),
+        ("ops", "JSON object"),
+    ],
+)
+def test_load_rejects_bad_row(tmp_path, row, message):
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps([row]))
+    with pytest.raises(ValueError, match=message):
+        auth.TokenAuthenticator.load(path)

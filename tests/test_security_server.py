@@ -153,3 +153,72 @@ def test_audit_records_every_request(server):
 def test_audit_holds_no_raw_pixels(server):
     text = (server["folder"] / "audit.jsonl").read_text()
     assert '"pixels"' not in text
+
+
+def config_values(folder, **changes):
+    values = {"tokens_path": str(folder / "tokens.json"), "manifest_path": str(folder / "manifest.json"),
+              "public_key_path": str(folder / "signing.pub.pem"), "audit_log_path": str(folder / "audit.jsonl")}
+    return {**values, **changes}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"sandbox_timeout_s": -5}, {"sandbox_timeout_s": float("inf")}, {"sandbox_memory_mb": 1},
+     {"rate_per_s": float("nan")}, {"burst": 0}],
+)
+def test_config_rejects_bad_limits(tmp_path, changes):
+    with pytest.raises(ValueError, match=next(iter(changes))):
+        hardened.HardenedConfig(**config_values(tmp_path, **changes))
+
+
+def test_config_missing_key_is_value_error(tmp_path):
+    values = config_values(tmp_path)
+    del values["manifest_path"]
+    path = tmp_path / "hardened.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match="manifest_path"):
+        hardened.HardenedConfig.from_json(path)
+
+
+class FailingAudit:
+    def record(self, event):
+        raise IsADirectoryError("audit.jsonl is a folder")
+
+
+class ListAudit:
+    def __init__(self):
+        self.events = []
+
+    def record(self, event):
+        self.events.append(event)
+
+
+def sandbox_client(tmp_path, sink):
+    from types import SimpleNamespace
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    authenticator = auth.TokenAuthenticator()
+    token = authenticator.issue("ops", ["admin"])
+    settings = SimpleNamespace(authenticator=authenticator, rate_limiter=auth.TokenBucketRateLimiter(10.0, 10), audit=sink)
+    app = FastAPI()
+    hardened.add_sandbox_route(app, settings, hardened.HardenedConfig(**config_values(tmp_path)))
+    return TestClient(app), {"Authorization": f"Bearer {token}"}
+
+
+def test_sandbox_survives_failing_audit(tmp_path):
+    client, headers = sandbox_client(tmp_path, FailingAudit())
+    response = client.post("/v1/sandbox/evaluate", content=b"", headers=headers)
+    assert response.status_code == 422
+
+
+def test_sandbox_replaces_bad_request_id(tmp_path):
+    sink = ListAudit()
+    client, headers = sandbox_client(tmp_path, sink)
+    bad_id = "<b>" + "x" * 3000
+    response = client.post("/v1/sandbox/evaluate", content=b"", headers={**headers, "X-Request-ID": bad_id})
+    returned = response.headers["X-Request-ID"]
+    assert returned != bad_id
+    assert len(returned) == 32
+    assert sink.events[0]["request_id"] == returned

@@ -23,6 +23,8 @@ GENESIS = "0" * 64
 
 # Keys that would carry raw request data; the server sends only their hashes.
 _RAW_INPUT_KEYS = frozenset({"input", "inputs", "pixels", "image", "images", "body"})
+# Keys the log writes itself; an event that set them would break the chain.
+_CHAIN_KEYS = frozenset({"seq", "time", "prev_sha256"})
 
 
 class AuditLogError(RuntimeError):
@@ -53,10 +55,15 @@ class JsonlAuditLog:
         return seq, last
 
     def record(self, event: dict[str, Any]) -> None:
-        """Append ``event``; raise ``ValueError`` if it carries a raw-input field."""
+        """Append ``event``; raise ``ValueError`` if it carries a raw-input or chain field."""
+        if not isinstance(event, dict):
+            raise TypeError(f"an audit event must be a dict, got {type(event).__name__}")
         raw = sorted(_RAW_INPUT_KEYS & set(event))
         if raw:
             raise ValueError(f"audit events must not contain raw inputs; drop fields {raw} and log a SHA-256 instead")
+        reserved = sorted(_CHAIN_KEYS & set(event))
+        if reserved:
+            raise ValueError(f"audit event fields {reserved} are reserved for the hash chain; rename them")
         with self._lock:
             entry = {
                 "seq": self._seq + 1,
@@ -80,7 +87,17 @@ def read_audit_log(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    events = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.rstrip(b"\n")
+            if not line:
+                continue
+            try:
+                events.append(json.loads(line.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise AuditLogError(f"line {number} of {path} is not valid UTF-8 JSON; run verify_audit_log to check the chain") from None
+    return events
 
 
 def verify_audit_log(path: str | Path) -> int:
@@ -91,8 +108,10 @@ def verify_audit_log(path: str | Path) -> int:
             line = raw.rstrip(b"\n")
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 raise AuditLogError(f"line {number} of {path} is not valid JSON") from None
+            if not isinstance(entry, dict):
+                raise AuditLogError(f"line {number} of {path} is a JSON {type(entry).__name__}, expected an object: the log was edited")
             if entry.get("seq") != number:
                 raise AuditLogError(f"line {number} of {path} has seq {entry.get('seq')!r}: a line was removed or inserted")
             if entry.get("prev_sha256") != previous:

@@ -99,9 +99,36 @@ class TokenAuthenticator:
 
     @classmethod
     def load(cls, path: str | Path) -> "TokenAuthenticator":
-        """Read token records written by ``save``."""
-        rows = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(TokenRecord(row["token_id"], row["secret_sha256"], frozenset(row["scopes"])) for row in rows)
+        """Read token records written by ``save``; raise ``ValueError`` on a malformed file."""
+        try:
+            rows = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"token file {path} is not valid JSON: {error}") from None
+        if not isinstance(rows, list):
+            raise ValueError(f"token file {path} must contain a JSON list of token records, got {type(rows).__name__}")
+        return cls(_parse_record(row, number, path) for number, row in enumerate(rows, start=1))
+
+
+def _parse_record(row: object, number: int, path: str | Path) -> TokenRecord:
+    """Build a ``TokenRecord`` from row ``number`` of a token file, checking every field."""
+    where = f"token file {path}, record {number}"
+    if not isinstance(row, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(row).__name__}")
+    missing = [key for key in ("token_id", "secret_sha256", "scopes") if key not in row]
+    if missing:
+        raise ValueError(f"{where} is missing keys {missing}; write token files with TokenAuthenticator.save")
+    token_id, digest, scopes = row["token_id"], row["secret_sha256"], row["scopes"]
+    if not isinstance(token_id, str) or not _TOKEN_ID_PATTERN.fullmatch(token_id):
+        raise ValueError(f"{where} has invalid token_id {token_id!r}; use 1-64 letters, digits, '_' or '-'")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError(f"{where} has invalid secret_sha256 {digest!r}; expected 64 lowercase hex digits")
+    # A bare string would be split into one-letter scopes by frozenset().
+    if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
+        raise ValueError(f"{where} has scopes {scopes!r}; expected a list of strings such as [\"predict\"]")
+    unknown = sorted(set(scopes) - ALL_SCOPES)
+    if unknown or not scopes:
+        raise ValueError(f"{where} has invalid scopes {scopes!r}; choose from {sorted(ALL_SCOPES)}")
+    return TokenRecord(token_id, digest, frozenset(scopes))
 
 
 class TokenBucketRateLimiter:
@@ -113,8 +140,10 @@ class TokenBucketRateLimiter:
     """
 
     def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic):
-        if rate_per_s <= 0:
-            raise ValueError(f"rate_per_s must be positive, got {rate_per_s!r}")
+        if isinstance(rate_per_s, bool) or not isinstance(rate_per_s, (int, float)):
+            raise TypeError(f"rate_per_s must be a number of requests per second, got {rate_per_s!r}")
+        if not math.isfinite(rate_per_s) or rate_per_s <= 0:
+            raise ValueError(f"rate_per_s must be a positive finite number, got {rate_per_s!r}")
         if not isinstance(burst, int) or burst < 1:
             raise ValueError(f"burst must be a positive integer, got {burst!r}")
         self.rate_per_s = rate_per_s

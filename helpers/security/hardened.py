@@ -17,7 +17,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -30,7 +32,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from helpers import data, zoo
-from helpers.serving.app import create_app
+from helpers.serving.app import REQUEST_ID_HEADER, create_app
 from helpers.serving.hooks import ADMIN_SCOPE, AuthenticationError, Principal
 from helpers.serving.launch import ServerHandle, start_server
 from helpers.serving.registry import ModelRegistry
@@ -47,6 +49,12 @@ log = logging.getLogger("helpers.security.hardened")
 HARDENED_CONFIG_ENV = "MNIST_HARDENED_CONFIG"
 HARDENED_FACTORY = "helpers.security.hardened:create_hardened_app"
 SANDBOX_PROBE_IMAGES = 256
+# The same rule as the server's other routes: a caller's X-Request-ID is kept
+# only when it is 1-64 URL-safe characters, otherwise it is replaced by a UUID.
+_REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_PATH_FIELDS = ("tokens_path", "manifest_path", "public_key_path", "audit_log_path")
+# run_isolated rejects less address space than this.
+_MIN_SANDBOX_MEMORY_MB = 64
 
 
 @dataclass
@@ -62,6 +70,24 @@ class HardenedConfig:
     sandbox_timeout_s: float = 10.0
     sandbox_memory_mb: int = 1024
 
+    def __post_init__(self) -> None:
+        for name in _PATH_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"{name} must be a path, got {type(value).__name__} {value!r}")
+            setattr(self, name, Path(value))
+        for name in ("rate_per_s", "sandbox_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number of seconds or requests per second, got {value!r}")
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
+            raise ValueError(f"burst must be a positive integer, got {self.burst!r}")
+        memory = self.sandbox_memory_mb
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory < _MIN_SANDBOX_MEMORY_MB:
+            raise ValueError(f"sandbox_memory_mb must be an integer of at least {_MIN_SANDBOX_MEMORY_MB}, got {memory!r}")
+
     def to_json(self, path: str | Path) -> Path:
         """Write the config to ``path`` and return the path."""
         values = {key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(self).items()}
@@ -72,14 +98,23 @@ class HardenedConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "HardenedConfig":
         """Read a config written by ``to_json``."""
-        values = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"hardened config {path} is not valid JSON: {error}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"hardened config {path} must contain a JSON object, got {type(values).__name__}")
         allowed = {item.name for item in dataclasses.fields(cls)}
         unknown = sorted(set(values) - allowed)
         if unknown:
             raise ValueError(f"unknown hardened config keys {unknown}; allowed keys are {sorted(allowed)}")
-        for name in ("tokens_path", "manifest_path", "public_key_path", "audit_log_path"):
-            values[name] = Path(values[name])
-        return cls(**values)
+        missing = [name for name in _PATH_FIELDS if name not in values]
+        if missing:
+            raise ValueError(f"hardened config {path} is missing keys {missing}; write it with HardenedConfig.to_json")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"invalid hardened config {path}: {error}") from None
 
 
 def prepare_signed_registry(registry_dir: str | Path, private_key, manifest_path: str | Path, production: str = "cnn") -> ModelRegistry:
@@ -151,10 +186,19 @@ def add_sandbox_route(app: FastAPI, settings: ServingSettings, config: HardenedC
                 content["accuracy"] = (outputs.argmax(1) == y).float().mean().item()
         return content
 
+    def audit(event: dict[str, Any]) -> None:
+        try:
+            settings.audit.record(event)
+        except Exception:
+            # NOTE: as on the server's other routes, a failing audit sink is
+            # logged, not fatal, so the client still gets its response.
+            log.exception("audit sink failed on request %s", event.get("request_id"))
+
     @app.post("/v1/sandbox/evaluate", tags=["admin"])
     async def sandbox_evaluate(request: Request) -> JSONResponse:
         """Run an untrusted whole-model pickle in an isolated process (admin scope)."""
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = _request_id(request)
+        headers = {REQUEST_ID_HEADER: request_id}
         started = time.perf_counter()
         event: dict[str, Any] = {"kind": "admin", "action": "sandbox_evaluate", "request_id": request_id,
                                  "token_id": None, "model_version": None, "input_sha256": None}
@@ -172,13 +216,25 @@ def add_sandbox_route(app: FastAPI, settings: ServingSettings, config: HardenedC
             if status != 200:
                 log.warning("sandbox rejected upload %s: %s (%s)", event["input_sha256"][:12], content["status"], content["detail"])
             event["status"] = status
-            return JSONResponse({"request_id": request_id, **content}, status_code=status)
+            return JSONResponse({"request_id": request_id, **content}, status_code=status, headers=headers)
         except HTTPException as error:
             event["status"] = error.status_code
-            raise
+            raise HTTPException(error.status_code, error.detail, headers={**(error.headers or {}), **headers}) from None
+        except Exception:
+            event["status"] = 500
+            log.exception("sandbox request %s failed", request_id)
+            raise HTTPException(500, f"internal error; quote request id {request_id} to the operator", headers=headers) from None
         finally:
             event["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-            settings.audit.record(event)
+            audit(event)
+
+
+def _request_id(request: Request) -> str:
+    """Return the caller's ``X-Request-ID`` when well-formed, else a new UUID."""
+    given = request.headers.get(REQUEST_ID_HEADER)
+    if given and _REQUEST_ID_PATTERN.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
 
 
 def create_hardened_app(config: HardenedConfig | None = None, base: ServingSettings | None = None) -> FastAPI:

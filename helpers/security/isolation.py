@@ -16,6 +16,7 @@ micro-VM (gVisor, Firecracker).
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -113,8 +114,8 @@ def run_isolated(
     interpreter and torch already use. Failures are returned, not raised, so
     a caller can report them and carry on.
     """
-    if timeout_s <= 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+    if not math.isfinite(timeout_s) or timeout_s <= 0:
+        raise ValueError(f"timeout_s must be a positive finite number of seconds, got {timeout_s!r}")
     if not isinstance(memory_mb, int) or memory_mb < 64:
         raise ValueError(f"memory_mb must be an integer of at least 64, got {memory_mb!r}")
     model_path = Path(model_path).resolve()
