@@ -9,6 +9,7 @@ model and the gradient flows through it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -47,10 +48,23 @@ def _check_eps(eps: float) -> None:
         raise ValueError(f"eps must be in [0, 1] (pixel units), got {eps!r}")
 
 
+def _check_positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def _input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Return d(cross-entropy summed over the batch)/dx without touching parameter grads."""
+    if len(x) != len(y):
+        raise ValueError(f"images and labels differ in length ({len(x)} vs {len(y)})")
     x = x.detach().requires_grad_(True)
-    loss = F.cross_entropy(model(x), y, reduction="sum")
+    logits = model(x)
+    classes = logits.shape[1]
+    # Checked here because cross_entropy raises a bare IndexError on CPU and a
+    # device-side assert on CUDA for a label outside [0, classes).
+    if len(y) and (y.min().item() < 0 or y.max().item() >= classes):
+        raise ValueError(f"labels must be class indices in [0, {classes - 1}], got values from {y.min().item()} to {y.max().item()}")
+    loss = F.cross_entropy(logits, y, reduction="sum")
     (grad,) = torch.autograd.grad(loss, x)
     return grad
 
@@ -87,8 +101,9 @@ def pgd(
     from ``generator``; without it, PGD starts at ``x`` and is deterministic.
     """
     _check_eps(eps)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    _check_positive_int("steps", steps)
+    if step_size is not None and not (math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be a positive finite number (pixel units), got {step_size!r}")
     if eps == 0:
         return x.detach().clone()
     step_size = 2.5 * eps / steps if step_size is None else step_size
@@ -112,6 +127,8 @@ def attack_by_name(name: str, steps: int = 20, seed: int = 0) -> Attack:
     if name == "fgsm":
         return fgsm
     if name == "pgd":
+        _check_positive_int("steps", steps)
+
         def run_pgd(model, x, y, eps):
             generator = torch.Generator().manual_seed(seed)
             return pgd(model, x, y, eps, steps=steps, generator=generator)
@@ -133,6 +150,11 @@ def robust_accuracy(
     ``eps=0`` gives clean accuracy. The model is switched to eval mode so that
     dropout does not randomise the gradient.
     """
+    _check_positive_int("batch_size", batch_size)
+    if len(images) == 0:
+        raise ValueError("robust_accuracy needs at least one image, got an empty tensor")
+    if len(images) != len(labels):
+        raise ValueError(f"images and labels differ in length ({len(images)} vs {len(labels)})")
     attack_fn = attack_by_name(attack, steps) if isinstance(attack, str) else attack
     model.eval()
     # A dynamically quantised model has no nn.Parameter, so fall back to the images' device.
@@ -177,6 +199,13 @@ class AdversarialRecipe:
     batch_size: int = 256
     max_lr: float = 2e-3
     train_samples: int = 60_000
+
+    def __post_init__(self) -> None:
+        _check_eps(self.eps)
+        for name in ("train_steps", "epochs", "batch_size", "train_samples"):
+            _check_positive_int(name, getattr(self, name))
+        if not (math.isfinite(self.max_lr) and self.max_lr > 0):
+            raise ValueError(f"max_lr must be a positive finite learning rate, got {self.max_lr!r}")
 
 
 ROBUST_MLP_RECIPE = AdversarialRecipe()

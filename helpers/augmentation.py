@@ -33,6 +33,11 @@ def random_affine(
     """
     if images.dim() != 4:
         raise ValueError(f"expected images shaped [N, C, H, W], got {list(images.shape)}")
+    for name, value in (("max_degrees", max_degrees), ("max_shift_px", max_shift_px), ("fill", fill)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}; a NaN or infinite value makes every image NaN")
     count, _, height, width = images.shape
     draws = torch.rand(count, 3, generator=generator).to(images.device) * 2 - 1
     angle = draws[:, 0] * math.radians(max_degrees)

@@ -97,7 +97,15 @@ def latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 50, warmu
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Return the accuracy of ``model`` on CPU tensors ``images``/``labels``."""
+    """Return the accuracy of ``model`` on CPU tensors ``images``/``labels`` (integer class indices)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if len(images) == 0:
+        raise ValueError("accuracy needs at least one image, got an empty tensor")
+    if len(images) != len(labels):
+        raise ValueError(f"images and labels differ in length ({len(images)} vs {len(labels)})")
+    if labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"labels must be integer class indices, got {labels.dtype}; convert them with labels.long()")
     model.eval()
     correct = 0
     for start in range(0, len(images), batch_size):

@@ -81,3 +81,40 @@ def test_adversarial_training_beats_floor_on_subset():
     assert attacks.robust_accuracy(model, x, y, 0.0) >= 0.85
     assert robust_acc >= 0.45, robust_acc
     assert robust_acc >= undefended_acc + 0.2
+
+
+@pytest.mark.parametrize("step_size", [float("nan"), -0.01, 0.0])
+def test_pgd_rejects_bad_step_size(pixel_mlp, test_batch, step_size):
+    x, y = test_batch
+    with pytest.raises(ValueError, match="step_size"):
+        attacks.pgd(pixel_mlp, x[:2], y[:2], 0.1, steps=2, step_size=step_size)
+
+
+def test_fgsm_rejects_label_out_of_range(pixel_mlp, test_batch):
+    x, _ = test_batch
+    with pytest.raises(ValueError, match="class indices"):
+        attacks.fgsm(pixel_mlp, x[:1], torch.tensor([11]), eps=0.1)
+
+
+def test_attack_by_name_rejects_zero_steps():
+    with pytest.raises(ValueError, match="steps"):
+        attacks.attack_by_name("pgd", steps=0)
+
+
+@pytest.mark.parametrize("changes", [{"eps": -1.0}, {"train_steps": 0}, {"batch_size": 0}, {"max_lr": float("nan")}])
+def test_recipe_rejects_bad_values(changes):
+    with pytest.raises(ValueError, match=next(iter(changes))):
+        attacks.AdversarialRecipe(**changes)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_robust_accuracy_rejects_bad_batch_size(pixel_mlp, test_batch, batch_size):
+    x, y = test_batch
+    with pytest.raises(ValueError, match="batch_size"):
+        attacks.robust_accuracy(pixel_mlp, x[:4], y[:4], 0.0, batch_size=batch_size)
+
+
+def test_robust_accuracy_rejects_empty(pixel_mlp, test_batch):
+    x, y = test_batch
+    with pytest.raises(ValueError, match="at least one image"):
+        attacks.robust_accuracy(pixel_mlp, x[:0], y[:0], 0.0)

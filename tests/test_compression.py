@@ -52,3 +52,22 @@ def test_prune_rejects_bad_amount(mlp_and_data):
 def test_latency_is_positive(mlp_and_data):
     model, x, _ = mlp_and_data
     assert compression.latency_ms(model, x[:1], repeats=3) > 0
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_accuracy_rejects_bad_batch_size(mlp_and_data, batch_size):
+    model, x, y = mlp_and_data
+    with pytest.raises(ValueError, match="batch_size"):
+        compression.accuracy(model, x[:4], y[:4], batch_size=batch_size)
+
+
+def test_accuracy_rejects_empty(mlp_and_data):
+    model, x, y = mlp_and_data
+    with pytest.raises(ValueError, match="at least one image"):
+        compression.accuracy(model, x[:0], y[:0])
+
+
+def test_accuracy_rejects_float_labels(mlp_and_data):
+    model, x, y = mlp_and_data
+    with pytest.raises(TypeError, match="integer class indices"):
+        compression.accuracy(model, x[:4], y[:4].float())
