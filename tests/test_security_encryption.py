@@ -83,3 +83,21 @@ def test_ca_loads_into_ssl_context(tmp_path):
     tls = encryption.make_tls_files(tmp_path)
     context = ssl.create_default_context(cafile=str(tls.ca_cert))
     assert context.cert_store_stats()["x509_ca"] == 1
+
+
+@pytest.mark.parametrize("days", [0, -5])
+def test_make_ca_rejects_bad_days(tmp_path, days):
+    with pytest.raises(ValueError, match="days"):
+        encryption.make_ca(tmp_path, days=days)
+
+
+@pytest.mark.parametrize("hostnames", [(), "localhost", ("bad\x00host",), ("-bad",)])
+def test_tls_files_reject_bad_hostnames(tmp_path, hostnames):
+    with pytest.raises(ValueError, match="hostname"):
+        encryption.make_tls_files(tmp_path, hostnames=hostnames)
+    assert not (tmp_path / "ca.pem").exists()
+
+
+def test_decrypt_rejects_str():
+    with pytest.raises(TypeError, match="bytes"):
+        encryption.decrypt_bytes("text", encryption.generate_key())

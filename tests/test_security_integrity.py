@@ -1,5 +1,6 @@
 """Pickle payloads, safetensors and the signed manifest."""
 
+import base64
 import json
 import pickle
 import subprocess
@@ -104,3 +105,14 @@ def test_key_files_round_trip(tmp_path):
     signature = integrity.load_private_key(private).sign(b"x")
     integrity.load_public_key(public).verify(signature, b"x")
     assert private.stat().st_mode & 0o777 == 0o600
+
+
+def test_verifier_rejects_files_list(signed):
+    key, artefact, manifest = signed
+    content = json.loads(manifest.read_text())
+    content["files"] = list(content["files"].values())
+    content["signature"] = base64.b64encode(key.sign(integrity._canonical(content))).decode("ascii")
+    manifest.write_text(json.dumps(content))
+    verifier = integrity.ManifestVerifier(manifest, key.public_key())
+    with pytest.raises(integrity.IntegrityError, match="'files' of type list"):
+        verifier.verify(artefact)

@@ -52,3 +52,9 @@ class EnvProbe:
 def test_missing_model_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
         isolation.run_isolated(tmp_path / "absent.pt", INPUTS)
+
+
+@pytest.mark.parametrize("timeout_s", [float("inf"), float("nan"), 0.0])
+def test_rejects_bad_timeout(tmp_path, timeout_s):
+    with pytest.raises(ValueError, match="timeout_s"):
+        isolation.run_isolated(tmp_path / "absent.pt", INPUTS, timeout_s=timeout_s)

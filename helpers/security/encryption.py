@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,10 @@ from safetensors.torch import load as load_safetensors_bytes
 # MAGIC (8 bytes) | nonce (12 bytes) | ciphertext with 16-byte GCM tag.
 MAGIC = b"MNBAEAD1"
 NONCE_BYTES = 12
+# A DNS name for a certificate: dot-separated labels of letters, digits and
+# inner hyphens (RFC 1123), at most 253 characters, optionally after "*.".
+_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME_PATTERN = re.compile(rf"(?:\*\.)?{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 
 
 class DecryptionError(RuntimeError):
@@ -77,6 +82,9 @@ def encrypt_bytes(plaintext: bytes, key: SecretKey, associated_data: bytes = b""
 
 def decrypt_bytes(blob: bytes, key: SecretKey, associated_data: bytes = b"") -> bytes:
     """Return the plaintext of ``encrypt_bytes`` output; raise ``DecryptionError`` if it fails."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise TypeError(f"blob must be bytes, got {type(blob).__name__}; read the file with Path.read_bytes()")
+    blob = bytes(blob)
     if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + NONCE_BYTES + 16:
         raise DecryptionError("not an encrypted artefact: the header is missing or the file is truncated")
     nonce = blob[len(MAGIC) : len(MAGIC) + NONCE_BYTES]
@@ -129,8 +137,34 @@ def _write_private_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
         handle.write(pem)
 
 
+def _check_days(days: int) -> None:
+    # A certificate valid for zero days has already expired when it is used.
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValueError(f"days must be a positive integer (certificate lifetime), got {days!r}")
+
+
+def _subject_alternative_names(hostnames: tuple[str, ...]) -> list[x509.GeneralName]:
+    """Return one IP address or DNS name entry per hostname; raise ``ValueError`` on an invalid one."""
+    if isinstance(hostnames, str) or not hostnames:
+        raise ValueError(f"hostnames must be a non-empty tuple of names, got {hostnames!r}; for example ('localhost',)")
+    names: list[x509.GeneralName] = []
+    for host in hostnames:
+        if not isinstance(host, str):
+            raise TypeError(f"each hostname must be a string, got {type(host).__name__} {host!r}")
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            continue
+        except ValueError:
+            pass
+        if len(host) > 253 or not _DNS_NAME_PATTERN.fullmatch(host):
+            raise ValueError(f"invalid hostname {host!r}; use an IP address or a DNS name such as 'localhost'")
+        names.append(x509.DNSName(host))
+    return names
+
+
 def make_ca(directory: str | Path, name: str = "MNIST book local CA", days: int = 30) -> tuple[Path, Path]:
     """Create a self-signed CA (ECDSA P-256) in ``directory``; return (certificate, key) paths."""
+    _check_days(days)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -170,17 +204,13 @@ def issue_server_certificate(
     days: int = 30,
 ) -> tuple[Path, Path]:
     """Issue a TLS server certificate for ``hostnames`` signed by the CA; return (certificate, key) paths."""
+    _check_days(days)
+    names = _subject_alternative_names(hostnames)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     authority = x509.load_pem_x509_certificate(Path(ca_cert).read_bytes())
     authority_key = serialization.load_pem_private_key(Path(ca_key).read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
-    names = []
-    for host in hostnames:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
         x509.CertificateBuilder()
@@ -206,6 +236,8 @@ def issue_server_certificate(
 
 def make_tls_files(directory: str | Path, hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")) -> TlsFiles:
     """Create a CA and a server certificate for ``hostnames`` in ``directory``."""
+    # Checked before the CA is written, so invalid names leave no files behind.
+    _subject_alternative_names(hostnames)
     ca_cert, ca_key = make_ca(directory)
     server_cert, server_key = issue_server_certificate(ca_cert, ca_key, directory, hostnames)
     return TlsFiles(ca_cert=ca_cert, server_cert=server_cert, server_key=server_key)

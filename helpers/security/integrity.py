@@ -165,7 +165,24 @@ def read_verified_manifest(manifest_path: str | Path, public_key: Ed25519PublicK
             f"manifest {manifest_path} has an invalid signature: it was changed after signing "
             "or signed with another key"
         ) from None
+    _check_manifest_files(manifest, manifest_path)
     return manifest
+
+
+def _check_manifest_files(manifest: dict[str, Any], manifest_path: Path) -> None:
+    """Raise ``IntegrityError`` unless ``files`` maps each name to an entry with a ``sha256`` string."""
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise IntegrityError(
+            f"manifest {manifest_path} has 'files' of type {type(files).__name__}, expected an object "
+            "mapping file names to entries; sign the artefacts again with sign_artifacts"
+        )
+    for name, entry in files.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise IntegrityError(
+                f"manifest {manifest_path} entry {name!r} has no 'sha256' string; "
+                "sign the artefacts again with sign_artifacts"
+            )
 
 
 class ManifestVerifier:
