@@ -71,6 +71,8 @@ class TokenAuthenticator:
 
     def authenticate(self, authorization: str | None) -> Principal:
         """Return the principal for an ``Authorization`` header or raise ``AuthenticationError``."""
+        # NOTE: failed attempts are not rate-limited, because the limiter keys on
+        # an authenticated token id. Guessing a 256-bit secret is impractical.
         if not authorization:
             raise AuthenticationError("missing Authorization header; send 'Authorization: Bearer <token>'")
         scheme, _, token = authorization.partition(" ")
