@@ -154,9 +154,9 @@ def show_images(
         axis.imshow(array[index], cmap="gray_r")
         parts, color = [], "black"
         if labels is not None:
-            parts.append(label(f"真:{int(labels[index])}", f"y:{int(labels[index])}"))
+            parts.append(label(f"标签 {int(labels[index])}", f"y:{int(labels[index])}"))
         if predictions is not None:
-            parts.append(label(f"测:{int(predictions[index])}", f"p:{int(predictions[index])}"))
+            parts.append(label(f"预测 {int(predictions[index])}", f"p:{int(predictions[index])}"))
             if labels is not None and int(predictions[index]) != int(labels[index]):
                 color = "red"
         axis.set_title(" ".join(parts), fontsize=9, color=color)
@@ -226,5 +226,5 @@ def plot_misclassified(images, predictions, targets, count: int = 16, ncols: int
         targets[wrong],
         predictions[wrong],
         ncols=ncols,
-        title=label("分错的样本（红字：预测）", "misclassified digits"),
+        title=label("分错的样本", "misclassified digits"),
     )
