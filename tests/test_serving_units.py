@@ -226,3 +226,13 @@ def test_accuracy_bad_arguments(size, batch_size, words):
     model = models.MLP(hidden=(8,), dropout=0.0).eval()
     with pytest.raises(ValueError, match=words):
         ensemble.accuracy(model, torch.rand(size, 1, 28, 28), torch.zeros(size, dtype=torch.long), batch_size)
+
+
+def test_rotate_rejects_nan_angles():
+    with pytest.raises(ValueError, match="finite"):
+        scenes.rotate(torch.zeros(2, 1, 28, 28), torch.tensor([float("nan"), 0.0]))
+
+
+def test_new_scene_rejects_reversed_range():
+    with pytest.raises(ValueError, match="min_angle <= max_angle"):
+        scenes.new_scene(torch.zeros(2, 1, 28, 28), min_angle=90, max_angle=-90)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,11 @@ def rotate(pixels: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
 
     Positive angles turn counter-clockwise; uncovered corners are 0.
     """
+    angles = torch.as_tensor(angles)
+    if angles.shape != (len(pixels),):
+        raise ValueError(f"angles must hold one angle per image ({len(pixels)}), got shape {tuple(angles.shape)}")
+    if not torch.isfinite(angles).all():
+        raise ValueError("angles must be finite numbers of degrees; got NaN or infinity")
     radians = torch.deg2rad(angles.to(pixels.dtype))
     cos, sin = torch.cos(radians), torch.sin(radians)
     zero = torch.zeros_like(cos)
@@ -40,6 +46,10 @@ def new_scene(pixels: torch.Tensor, seed: int = 0, min_angle: float = 25.0, max_
 
     ``pixels`` are [N, 1, 28, 28] in [0, 1]; the result has the same scale.
     """
+    if not (math.isfinite(min_angle) and math.isfinite(max_angle) and 0 <= min_angle <= max_angle):
+        raise ValueError(
+            f"need finite angles with 0 <= min_angle <= max_angle, got {min_angle!r} and {max_angle!r}"
+        )
     generator = torch.Generator().manual_seed(seed)
     magnitude = min_angle + (max_angle - min_angle) * torch.rand(len(pixels), generator=generator)
     sign = torch.where(torch.rand(len(pixels), generator=generator) < 0.5, -1.0, 1.0)
