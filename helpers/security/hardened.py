@@ -32,8 +32,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from helpers import data, zoo
-from helpers.serving.app import REQUEST_ID_HEADER, create_app
-from helpers.serving.hooks import ADMIN_SCOPE, AuthenticationError, Principal
+from helpers.serving.app import REQUEST_ID_HEADER, authorize_request, create_app
+from helpers.serving.hooks import ADMIN_SCOPE
 from helpers.serving.launch import ServerHandle, start_server
 from helpers.serving.registry import ModelRegistry
 from helpers.serving.settings import ServingSettings
@@ -144,22 +144,6 @@ def build_hardened_settings(config: HardenedConfig, base: ServingSettings | None
     )
 
 
-def _authorize(settings: ServingSettings, request: Request, scope: str) -> Principal:
-    """Apply the authenticator, the scope and the rate limit the way the server's routes do."""
-    try:
-        principal = settings.authenticator.authenticate(request.headers.get("authorization"))
-    except AuthenticationError as error:
-        raise HTTPException(401, f"authentication failed: {error}", headers={"WWW-Authenticate": "Bearer"})
-    if scope not in principal.scopes:
-        raise HTTPException(403, f"token {principal.token_id!r} lacks the {scope!r} scope this endpoint requires")
-    limiter = settings.rate_limiter
-    if not limiter.allow(principal.token_id):
-        retry_after = int(getattr(limiter, "retry_after_s", 1))
-        raise HTTPException(429, f"rate limit exceeded for token {principal.token_id!r}; retry after {retry_after} s",
-                            headers={"Retry-After": str(retry_after)})
-    return principal
-
-
 def add_sandbox_route(app: FastAPI, settings: ServingSettings, config: HardenedConfig) -> None:
     """Add ``POST /v1/sandbox/evaluate``: run an uploaded whole-model pickle isolated, on MNIST test images."""
     probe: dict[str, torch.Tensor] = {}
@@ -203,7 +187,7 @@ def add_sandbox_route(app: FastAPI, settings: ServingSettings, config: HardenedC
         event: dict[str, Any] = {"kind": "admin", "action": "sandbox_evaluate", "request_id": request_id,
                                  "token_id": None, "model_version": None, "input_sha256": None}
         try:
-            principal = _authorize(settings, request, ADMIN_SCOPE)
+            principal = authorize_request(settings, request, ADMIN_SCOPE)
             event["token_id"] = principal.token_id
             body = await request.body()
             if not body:

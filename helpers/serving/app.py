@@ -46,6 +46,30 @@ _REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _IMAGE_TYPES = ("image/png", "image/jpeg")
 
 
+def authorize_request(settings: ServingSettings, request: Request, scope: str) -> Principal:
+    """Authenticate the caller, check ``scope`` and apply the rate limit.
+
+    Raises ``HTTPException`` 401, 403 or 429. Routes added outside this module
+    (for example by a hardened app factory) call it to enforce the same rules.
+    """
+    principal = ANONYMOUS
+    if settings.authenticator is not None:
+        try:
+            principal = settings.authenticator.authenticate(request.headers.get("authorization"))
+        except AuthenticationError as error:
+            raise HTTPException(401, f"authentication failed: {error}", headers={"WWW-Authenticate": "Bearer"})
+    if scope not in principal.scopes:
+        raise HTTPException(403, f"token {principal.token_id!r} lacks the {scope!r} scope this endpoint requires")
+    limiter = settings.rate_limiter
+    if limiter is not None and not limiter.allow(principal.token_id):
+        retry_after = int(getattr(limiter, "retry_after_s", 1))
+        raise HTTPException(
+            429, f"rate limit exceeded for token {principal.token_id!r}; retry after {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+    return principal
+
+
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
     """Build the model server; with no settings, read them from the environment.
 
@@ -87,22 +111,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.state.serving = serving
 
     async def authorize(request: Request, scope: str) -> Principal:
-        principal = ANONYMOUS
-        if settings.authenticator is not None:
-            try:
-                principal = settings.authenticator.authenticate(request.headers.get("authorization"))
-            except AuthenticationError as error:
-                raise HTTPException(401, f"authentication failed: {error}", headers={"WWW-Authenticate": "Bearer"})
-        if scope not in principal.scopes:
-            raise HTTPException(403, f"token {principal.token_id!r} lacks the {scope!r} scope this endpoint requires")
-        limiter = settings.rate_limiter
-        if limiter is not None and not limiter.allow(principal.token_id):
-            retry_after = int(getattr(limiter, "retry_after_s", 1))
-            raise HTTPException(
-                429, f"rate limit exceeded for token {principal.token_id!r}; retry after {retry_after} s",
-                headers={"Retry-After": str(retry_after)},
-            )
-        return principal
+        return authorize_request(settings, request, scope)
 
     def audit(event: dict[str, Any]) -> None:
         if settings.audit is None:
