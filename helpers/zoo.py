@@ -20,7 +20,7 @@ from .device import seed_everything
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a reference model is trained."""
+    """Training settings of a reference model."""
 
     epochs: int
     batch_size: int

@@ -30,7 +30,8 @@ def test_fit_like_mnist_centres_digit():
     ys, xs = np.nonzero(fitted > 0.5)
     assert fitted.shape == (28, 28)
     assert ys.max() - ys.min() + 1 <= 20
-    assert abs(ys.mean() - 13.5) < 1.5 and abs(xs.mean() - 13.5) < 1.5
+    assert abs(ys.mean() - 13.5) < 1.5
+    assert abs(xs.mean() - 13.5) < 1.5
 
 
 def test_fit_like_mnist_blank():
@@ -108,7 +109,9 @@ def test_rotate_quarter_turn():
     image[0, 0, 2, 14] = 1.0   # a dot above the centre
     turned = scenes.rotate(image, torch.tensor([90.0]))
     y, x = divmod(int(turned.argmax()), 28)
-    assert abs(y - 14) <= 1 and x < 6   # counter-clockwise: above moves to the left
+    # Counter-clockwise rotation moves the top of the image to the left.
+    assert abs(y - 14) <= 1
+    assert x < 6
 
 
 def test_gate_rejects_forgetting():

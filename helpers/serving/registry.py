@@ -290,7 +290,7 @@ class ModelRegistry:
             try:
                 self.verifier.verify(entry.path)
             except Exception as error:
-                raise ArtifactRejectedError(f"verifier refused model version {entry.short}: {error}") from error
+                raise ArtifactRejectedError(f"verifier rejected model version {entry.short}: {error}") from error
         actual = file_sha256(entry.path)
         if actual != entry.version:
             raise ArtifactRejectedError(
