@@ -187,7 +187,7 @@ def confusion_matrix(predictions, targets, num_classes: int = 10) -> np.ndarray:
 
 
 def plot_confusion_matrix(predictions, targets, num_classes: int = 10, title: str | None = None):
-    """Plot the confusion matrix with counts; the diagonal holds correct predictions."""
+    """Plot the confusion matrix with counts; the diagonal contains correct predictions."""
     counts = confusion_matrix(predictions, targets, num_classes)
     figure, axis = plt.subplots(figsize=(6.2, 5.4))
     # Log colour scale, so that the few errors stay visible beside the large diagonal.

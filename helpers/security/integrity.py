@@ -101,7 +101,7 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
     """Read an Ed25519 private key written by ``save_private_key``."""
     key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
-        raise IntegrityError(f"{path} holds a {type(key).__name__}, expected an Ed25519 private key")
+        raise IntegrityError(f"{path} contains a {type(key).__name__}, expected an Ed25519 private key")
     return key
 
 
@@ -109,7 +109,7 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     """Read an Ed25519 public key written by ``save_public_key``."""
     key = serialization.load_pem_public_key(Path(path).read_bytes())
     if not isinstance(key, Ed25519PublicKey):
-        raise IntegrityError(f"{path} holds a {type(key).__name__}, expected an Ed25519 public key")
+        raise IntegrityError(f"{path} contains a {type(key).__name__}, expected an Ed25519 public key")
     return key
 
 

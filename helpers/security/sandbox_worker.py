@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     try:
         model = torch.load(model_path, map_location="cpu", weights_only=False)
         if not isinstance(model, torch.nn.Module):
-            print(f"the file holds a {type(model).__name__}, not an nn.Module", file=sys.stderr)
+            print(f"the file contains a {type(model).__name__}, not an nn.Module", file=sys.stderr)
             return 2
         with torch.no_grad():
             outputs = model.eval()(inputs)

@@ -29,7 +29,7 @@ ANONYMOUS = Principal(token_id="anonymous", scopes=ALL_SCOPES)
 
 
 class AuthenticationError(Exception):
-    """Missing or invalid credentials; the server answers HTTP 401."""
+    """Missing or invalid credentials, so the server responds with HTTP 401."""
 
 
 @runtime_checkable
@@ -50,7 +50,7 @@ class RateLimiter(Protocol):
     """Decides whether a caller may make one more request now."""
 
     def allow(self, token_id: str) -> bool:
-        """Return False to answer HTTP 429 with a ``Retry-After`` header.
+        """Return False to make the server respond with HTTP 429 with a ``Retry-After`` header.
 
         An implementation may expose ``retry_after_s`` (seconds, int); the
         server sends 1 when it is absent.

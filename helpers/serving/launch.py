@@ -143,4 +143,4 @@ def start_server(
             pass
         time.sleep(0.1)
     handle.stop()
-    raise RuntimeError(f"server did not answer /health within {timeout_s} s; log {log_path}:\n{handle.log_text()[-3000:]}")
+    raise RuntimeError(f"server did not respond on /health within {timeout_s} s; log {log_path}:\n{handle.log_text()[-3000:]}")
